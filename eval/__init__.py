@@ -1,0 +1,1 @@
+"""Measuring bitrag: the quantization ladder, datasets, metrics, benchmarks and reports."""
