@@ -1,6 +1,7 @@
 """The `bitrag` command line. Errors become one line on stderr and a non-zero exit."""
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -65,15 +66,27 @@ def doctor(model: str | None, index: str | None, as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
+def _show_progress(stage: str, done: int, total: int) -> None:
+    """A one-line progress display on stderr, shown only on a terminal."""
+    if sys.stderr.isatty():
+        end = "\n" if done == total else ""
+        click.echo(f"\r{stage} {done}/{total}", err=True, nl=False)
+        click.echo(end, err=True, nl=False)
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--index", help=INDEX_HELP)
+@click.option(
+    "--max-mb", default=50, show_default=True, type=click.IntRange(1), help="Skip larger files."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def ingest(paths: tuple[str, ...], index: str | None, as_json: bool) -> None:
-    """Add files and folders to the index (unchanged files are skipped)."""
+def ingest(paths: tuple[str, ...], index: str | None, max_mb: int, as_json: bool) -> None:
+    """Add files and folders to the index (unchanged files are skipped, deleted ones removed)."""
     from retrieval.store import ingest as run_ingest
 
-    report = run_ingest([Path(p).expanduser() for p in paths], _index_dir(index)).as_dict()
+    roots = [Path(p).expanduser() for p in paths]
+    report = run_ingest(roots, _index_dir(index), max_mb * 1024 * 1024, _show_progress).as_dict()
     if as_json:
         _print_json(report)
         return
@@ -85,14 +98,22 @@ def ingest(paths: tuple[str, ...], index: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("query")
+@click.option(
+    "--retriever",
+    type=click.Choice(["bm25", "dense", "faiss", "hybrid"]),
+    default="hybrid",
+    show_default=True,
+)
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option("--index", help=INDEX_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def search(query: str, k: int, index: str | None, as_json: bool) -> None:
-    """Show the chunks that best match QUERY (BM25)."""
+def search(query: str, retriever: str, k: int, index: str | None, as_json: bool) -> None:
+    """Show the chunks that best match QUERY."""
     from retrieval.store import open_index
 
-    hits = _open(index, open_index).search(query, k)
+    if not query.strip():
+        raise UserError("the query is empty")
+    hits = _open(index, open_index).search(query, k, retriever)
     rows = [
         {
             "rank": h.rank,
@@ -107,7 +128,9 @@ def search(query: str, k: int, index: str | None, as_json: bool) -> None:
         _print_json({"results": rows})
         return
     for row in rows:
-        click.echo(f"{row['rank']}. {row['score']:.3f} {row['chunk_id']}")
+        click.echo(f"{row['rank']}. {row['score']:.4f} {row['chunk_id']}")
+    if not rows:
+        click.echo("no matching chunks", err=True)
 
 
 def _open(index: str | None, open_index):

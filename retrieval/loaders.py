@@ -1,17 +1,41 @@
-"""Read documents from disk into text, skipping (and reporting) files that cannot be used."""
+"""Read documents from disk (txt, md, pdf, html), skipping and reporting files that cannot be used.
 
+Each file is read once as bytes: the sha256 of those bytes decides whether an
+unchanged file can be skipped before any parsing happens.
+"""
+
+import hashlib
+import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
-SUPPORTED_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
-MAX_BYTES = 50 * 1024 * 1024
+from retrieval.html_text import html_to_text
+
+KINDS = {
+    ".txt": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".pdf": "pdf",
+    ".html": "html",
+    ".htm": "html",
+}
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Page:
+    text: str
+    number: int | None  # 1-based pdf page; None for other formats
 
 
 @dataclass(frozen=True)
 class Document:
-    source: str  # absolute path, the document's identity in the index
-    text: str
+    source: str  # absolute path: the document's identity in the index
+    kind: str
+    pages: list[Page]
 
 
 @dataclass(frozen=True)
@@ -20,33 +44,76 @@ class Skipped:
     reason: str
 
 
-def iter_files(paths: list[Path]) -> Iterator[Path]:
-    """Files under the given paths with a supported suffix, each once, in a stable order."""
-    seen: set[Path] = set()
-    for root in paths:
-        candidates = [root] if root.is_file() else sorted(root.rglob("*"))
-        for path in candidates:
-            real = path.resolve()
-            if path.suffix.lower() in SUPPORTED_SUFFIXES and real.is_file() and real not in seen:
-                seen.add(real)
-                yield real
+@dataclass(frozen=True)
+class RawFile:
+    path: Path
+    data: bytes
+    sha256: str
 
 
-def load_text(path: Path) -> Document | Skipped:
-    """A document, or the reason it was skipped (empty, binary, not UTF-8, too big, unreadable)."""
+def iter_candidates(roots: list[Path]) -> Iterator[Path]:
+    """Files under the roots (not following directory symlinks, skipping hidden entries)."""
+    for root in roots:
+        if not root.is_dir():
+            yield root
+            continue
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith("."):
+                    yield Path(folder) / name
+
+
+def read_raw(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> RawFile | Skipped:
+    """The file's bytes and hash, or why it cannot be read."""
+    if path.suffix.lower() not in KINDS:
+        return Skipped(str(path), f"unsupported file type '{path.suffix or path.name}'")
     try:
         size = path.stat().st_size
-        if size > MAX_BYTES:
-            return Skipped(str(path), f"larger than {MAX_BYTES} bytes")
+        if size > max_bytes:
+            return Skipped(str(path), f"too large: {size} bytes (limit {max_bytes})")
         data = path.read_bytes()
     except OSError as exc:
+        if exc.errno == 40:  # ELOOP
+            return Skipped(str(path), "symlink loop")
         return Skipped(str(path), f"unreadable: {exc.strerror or exc}")
+    if not data.strip():
+        return Skipped(str(path), "empty")
+    return RawFile(path, data, hashlib.sha256(data).hexdigest())
+
+
+def parse(raw: RawFile) -> Document | Skipped:
+    kind = KINDS[raw.path.suffix.lower()]
+    try:
+        pages = _pdf_pages(raw.data) if kind == "pdf" else [Page(_decode(raw.data, kind), None)]
+    except ValueError as exc:
+        return Skipped(str(raw.path), str(exc))
+    pages = [p for p in pages if p.text.strip()]
+    if not pages:
+        return Skipped(str(raw.path), "no text" if kind in ("pdf", "html") else "empty")
+    return Document(str(raw.path), kind, pages)
+
+
+def _decode(data: bytes, kind: str) -> str:
     if b"\x00" in data:
-        return Skipped(str(path), "binary content")
+        raise ValueError("binary content")
     try:
         text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return Skipped(str(path), "not valid UTF-8")
-    if not text.strip():
-        return Skipped(str(path), "empty")
-    return Document(str(path), text)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
+    return html_to_text(text) if kind == "html" else text
+
+
+def _pdf_pages(data: bytes) -> list[Page]:
+    from pypdf import PdfReader
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = PdfReader(BytesIO(data))
+        if reader.is_encrypted:
+            raise ValueError("encrypted pdf")
+        return [Page(p.extract_text() or "", n) for n, p in enumerate(reader.pages, 1)]
+    except ValueError:
+        raise
+    except Exception as exc:  # pypdf raises many types on damaged files
+        raise ValueError(f"corrupt pdf ({type(exc).__name__})") from None

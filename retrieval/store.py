@@ -1,31 +1,42 @@
-"""The on-disk index: a manifest and chunk store, written as a whole new generation per ingest.
+"""The on-disk index: manifest, chunks, BM25, embeddings and FAISS, one generation per ingest.
 
 Layout of an index directory:
-    CURRENT            name of the live generation (replaced atomically, last)
-    gen-NNNNNN/        manifest.json (format, chunking, per-document sha256) + chunks.jsonl
-    .lock              held while ingesting, so two writers never interleave
-A crash mid-ingest leaves CURRENT pointing at the previous, complete generation.
+    CURRENT        name of the live generation, replaced atomically as the last step
+    gen-NNNNNN/    manifest.json  format version, embedder id, chunking params, per-document sha256
+                   chunks.jsonl   chunk text and metadata      terms.jsonl   BM25 terms per chunk
+                   bm25.npz       BM25 matrix                  embeddings.npy / faiss.index
+    .lock          held while ingesting, so two writers never interleave
+A crash or kill mid-ingest leaves CURRENT pointing at the previous complete generation.
 """
 
 import fcntl
-import hashlib
+import io
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from retrieval import chunking
+import numpy as np
+
+from retrieval import chunking, hybrid
 from retrieval.atomic import write_bytes, write_json
 from retrieval.bm25 import BM25
 from retrieval.chunking import Chunk
+from retrieval.dense import ExactDense, FaissDense
+from retrieval.embedder import Embedder, embed, resolve_embedder
 from retrieval.errors import UserError
-from retrieval.loaders import Document, iter_files, load_text
+from retrieval.loaders import DEFAULT_MAX_BYTES, Document, RawFile, iter_candidates, parse, read_raw
 from retrieval.tokenize import tokenize
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHUNKING = {"max_chars": chunking.MAX_CHARS, "overlap": chunking.OVERLAP}
+Retriever = Literal["bm25", "dense", "faiss", "hybrid"]
+RETRIEVERS: tuple[Retriever, ...] = ("bm25", "dense", "faiss", "hybrid")
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass(frozen=True)
@@ -53,13 +64,16 @@ def _rebuild_hint(directory: Path) -> str:
 
 
 class Index:
-    """A loaded index generation: its chunks, their BM25 terms and the documents' hashes."""
+    """One loaded generation of an index directory."""
 
-    def __init__(self, chunks: list[Chunk], terms: list[list[str]], docs: dict[str, str]) -> None:
+    def __init__(self, generation: Path, manifest: dict, chunks: list[Chunk]) -> None:
+        self.generation = generation
+        self.manifest = manifest
         self.chunks = chunks
-        self.terms = terms
-        self.docs = docs
-        self._bm25 = BM25(terms)
+
+    @property
+    def docs(self) -> dict[str, str]:
+        return self.manifest["documents"]
 
     @classmethod
     def load(cls, directory: Path) -> "Index":
@@ -67,25 +81,80 @@ class Index:
         if not current.is_file():
             hint = f"run `bitrag ingest PATH --index {directory}`"
             raise UserError(f"no index at {directory}: {hint}")
-        gen = directory / current.read_text().strip()
+        generation = directory / current.read_text().strip()
         try:
-            manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
-            rows = [json.loads(line) for line in (gen / "chunks.jsonl").open(encoding="utf-8")]
-        except (OSError, ValueError) as exc:
-            raise UserError(
-                f"index at {directory} is corrupt ({exc}); {_rebuild_hint(directory)}"
-            ) from None
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise UserError(
-                f"index at {directory} has format {manifest.get('format_version')}, "
-                f"this bitrag reads {FORMAT_VERSION}; {_rebuild_hint(directory)}"
-            )
-        chunks = [Chunk(**{k: v for k, v in row.items() if k != "terms"}) for row in rows]
-        return cls(chunks, [row["terms"] for row in rows], manifest["documents"])
+            manifest = json.loads((generation / "manifest.json").read_text(encoding="utf-8"))
+            version = manifest.get("format_version")
+            if version != FORMAT_VERSION:
+                raise UserError(
+                    f"index at {directory} has format {version}, this bitrag reads "
+                    f"{FORMAT_VERSION}; {_rebuild_hint(directory)}"
+                )
+            with (generation / "chunks.jsonl").open(encoding="utf-8") as f:
+                chunks = [Chunk(**json.loads(line)) for line in f]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            hint = _rebuild_hint(directory)
+            raise UserError(f"index at {directory} is corrupt ({reason}); {hint}") from None
+        return cls(generation, manifest, chunks)
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
-        top = self._bm25.top(tokenize(query), k)
-        return [Hit(rank, score, self.chunks[i]) for rank, (i, score) in enumerate(top, 1)]
+    def _part(self, loader: Callable[[Path], object], name: str):
+        try:
+            return loader(self.generation / name)
+        except (OSError, ValueError, RuntimeError) as exc:
+            directory = self.generation.parent
+            raise UserError(
+                f"index at {directory} is corrupt ({name}: {exc}); {_rebuild_hint(directory)}"
+            ) from None
+
+    @cached_property
+    def bm25(self) -> BM25:
+        return self._part(BM25.load, "bm25.npz")
+
+    @cached_property
+    def vectors(self) -> np.ndarray:
+        return self._part(lambda p: np.load(p, mmap_mode="r"), "embeddings.npy")
+
+    @cached_property
+    def faiss(self) -> FaissDense:
+        return self._part(lambda p: FaissDense.from_bytes(p.read_bytes()), "faiss.index")
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        """The current embedder, which must be the one the index was built with."""
+        return self.require_embedder(resolve_embedder())
+
+    def require_embedder(self, current: Embedder) -> Embedder:
+        built = self.manifest["embedder"]
+        if current.id != built:
+            directory = self.generation.parent
+            raise UserError(
+                f"index at {directory} was built with embedder '{built}' but the current "
+                f"embedder is '{current.id}'; use that embedder or {_rebuild_hint(directory)}"
+            )
+        return current
+
+    def terms(self) -> list[list[str]]:
+        with (self.generation / "terms.jsonl").open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
+
+    def search(self, query: str, k: int = 5, retriever: Retriever = "hybrid") -> list[Hit]:
+        if retriever == "bm25":
+            ranked = self.bm25.top(tokenize(query), k)
+        elif retriever in ("dense", "faiss"):
+            ranked = self._dense(query, k, retriever)
+        else:
+            weight = hybrid.dense_weight(query, self.embedder.languages)
+            lexical = self.bm25.top(tokenize(query), hybrid.DEPTH)
+            ranked = hybrid.fuse(lexical, self._dense(query, hybrid.DEPTH, "faiss"), weight, k)
+        return [Hit(rank, score, self.chunks[i]) for rank, (i, score) in enumerate(ranked, 1)]
+
+    def _dense(self, query: str, k: int, retriever: Retriever) -> list[tuple[int, float]]:
+        if not self.chunks:
+            return []
+        vector = embed([query], self.embedder)[0]
+        dense = ExactDense(self.vectors) if retriever == "dense" else self.faiss
+        return dense.top(vector, k)
 
 
 @contextmanager
@@ -99,68 +168,131 @@ def _locked(directory: Path) -> Iterator[None]:
         yield
 
 
-def _previous(directory: Path) -> Index | None:
-    return Index.load(directory) if (directory / "CURRENT").is_file() else None
-
-
-def _sha256(data: str) -> str:
-    return hashlib.sha256(data.encode("utf-8")).hexdigest()
-
-
 def _under(source: str, roots: list[Path]) -> bool:
     path = Path(source)
     return any(path == root or root in path.parents for root in roots)
 
 
-def ingest(paths: list[Path], directory: Path) -> IngestReport:
-    """Add, update or remove the documents under `paths`, keeping chunks of unchanged ones."""
-    roots = [p.resolve() for p in paths]
+@dataclass
+class _Rows:
+    """The chunks of the generation being built, with their terms and embeddings."""
+
+    chunks: list[Chunk] = field(default_factory=list)
+    terms: list[list[str]] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+
+
+def _scan(roots, old_docs, max_bytes, report, progress) -> tuple[dict[str, str], list[Document]]:
+    """Hash every candidate file; parse only the new and changed ones."""
+    files = list(iter_candidates(roots))
+    docs: dict[str, str] = {}
+    fresh: list[Document] = []
+    for n, path in enumerate(files, 1):
+        if progress:
+            progress("reading", n, len(files))
+        raw = read_raw(path.absolute(), max_bytes)
+        if not isinstance(raw, RawFile):
+            report.skipped.append({"path": raw.path, "reason": raw.reason})
+            continue
+        source = str(raw.path)
+        if old_docs.get(source) == raw.sha256:
+            docs[source] = raw.sha256
+            report.unchanged += 1
+            continue
+        parsed = parse(raw)
+        if not isinstance(parsed, Document):
+            report.skipped.append({"path": parsed.path, "reason": parsed.reason})
+            continue
+        docs[source] = raw.sha256
+        report.updated += source in old_docs
+        report.added += source not in old_docs
+        fresh.append(parsed)
+    return docs, fresh
+
+
+def ingest(
+    paths: list[Path],
+    directory: Path,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Add, update or remove the documents under `paths`; unchanged ones keep their chunks."""
+    roots = [p.absolute() for p in paths]
     for root in roots:
         if not root.exists():
             raise UserError(f"no such file or directory: {root}")
+    embedder = resolve_embedder()
     with _locked(directory):
-        old = _previous(directory)
+        old = Index.load(directory) if (directory / "CURRENT").is_file() else None
+        if old:
+            old.require_embedder(embedder)
         old_docs = old.docs if old else {}
-        kept = {s: h for s, h in old_docs.items() if not _under(s, roots)}
         report = IngestReport()
-        new_docs: dict[str, str] = {}
-        fresh: list[Document] = []
-        for path in iter_files(roots):
-            loaded = load_text(path)
-            if not isinstance(loaded, Document):
-                report.skipped.append({"path": loaded.path, "reason": loaded.reason})
-                continue
-            digest = _sha256(loaded.text)
-            new_docs[loaded.source] = digest
-            previous = old_docs.get(loaded.source)
-            if previous == digest:
-                report.unchanged += 1
-                continue
-            report.updated += previous is not None
-            report.added += previous is None
-            fresh.append(loaded)
-        report.removed = sum(1 for s in old_docs if _under(s, roots) and s not in new_docs)
-        unchanged = {s for s, h in new_docs.items() if old_docs.get(s) == h} | set(kept)
-        rows = (
-            [(c, t) for c, t in zip(old.chunks, old.terms, strict=True) if c.source in unchanged]
-            if old
-            else []
-        )
-        for doc in fresh:
-            for chunk in chunking.chunk_document(doc.source, doc.text):
-                rows.append((chunk, tokenize(f"{chunk.heading}\n{chunk.text}")))
-        report.chunks = len(rows)
-        _write_generation(directory, rows, kept | new_docs)
+        scanned, fresh = _scan(roots, old_docs, max_bytes, report, progress)
+        report.removed = sum(1 for s in old_docs if _under(s, roots) and s not in scanned)
+        keep = {s: h for s, h in old_docs.items() if not _under(s, roots)}
+        keep |= {s: h for s, h in scanned.items() if old_docs.get(s) == h}
+        rows = _kept_rows(old, keep) if old else _Rows()
+        _add_fresh(rows, fresh, embedder, progress)
+        report.chunks = len(rows.chunks)
+        _write_generation(directory, rows, keep | scanned, embedder)
         return report
 
 
-def _write_generation(directory: Path, rows: list[tuple[Chunk, list[str]]], docs: dict) -> None:
+def _kept_rows(old: Index, keep: dict[str, str]) -> _Rows:
+    positions = [i for i, c in enumerate(old.chunks) if c.source in keep]
+    terms = old.terms()
+    return _Rows(
+        [old.chunks[i] for i in positions],
+        [terms[i] for i in positions],
+        [np.asarray(old.vectors[positions])] if positions else [],
+    )
+
+
+def _add_fresh(rows: _Rows, fresh: list[Document], embedder: Embedder, progress) -> None:
+    new = [c for doc in fresh for c in chunking.chunk_document(doc)]
+    texts = [f"{c.heading}\n{c.text}" if c.heading else c.text for c in new]
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress("embedding", done, len(new))
+
+    rows.chunks += new
+    rows.terms += [tokenize(t) for t in texts]
+    if new:
+        rows.vectors.append(embed(texts, embedder, step))
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _write_generation(directory: Path, rows: _Rows, docs: dict, embedder: Embedder) -> None:
     existing = sorted(p.name for p in directory.glob("gen-*"))
     number = int(existing[-1].split("-")[1]) + 1 if existing else 1
     gen = directory / f"gen-{number:06d}"
-    lines = (json.dumps({**asdict(c), "terms": t}, ensure_ascii=False) for c, t in rows)
-    write_bytes(gen / "chunks.jsonl", "".join(line + "\n" for line in lines).encode("utf-8"))
-    manifest = {"format_version": FORMAT_VERSION, "chunking": CHUNKING, "documents": docs}
+    vectors = np.vstack(rows.vectors) if rows.vectors else embed([], embedder)
+
+    def jsonl(items) -> bytes:
+        return "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items).encode("utf-8")
+
+    write_bytes(gen / "chunks.jsonl", jsonl(asdict(c) for c in rows.chunks))
+    write_bytes(gen / "terms.jsonl", jsonl(rows.terms))
+    BM25.build(rows.terms).save(gen / "bm25.npz")
+    write_bytes(gen / "embeddings.npy", _npy_bytes(vectors))
+    write_bytes(gen / "faiss.index", FaissDense.build(vectors).to_bytes())
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "embedder": embedder.id,
+        "chunking": CHUNKING,
+        "chunks": len(rows.chunks),
+        "documents": docs,
+    }
     write_json(gen / "manifest.json", manifest)
     write_bytes(directory / "CURRENT", gen.name.encode())
     for name in existing:

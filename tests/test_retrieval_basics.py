@@ -52,9 +52,9 @@ def test_ingest_counts_and_search(run_json, tmp_path):
     (notes / "b.txt").unlink()
     second = run_json("ingest", str(notes), "--index", index)
     assert _counts(second) == (0, 1, 0, 1)
-    hits = run_json("search", "NF4 base", "--index", index)["results"]
+    hits = run_json("search", "NF4 base", "--retriever", "bm25", "--index", index)["results"]
     assert [h["source"] for h in hits] == [str(notes / "a.md")]
-    assert run_json("search", "HNSW", "--index", index)["results"] == []
+    assert run_json("search", "HNSW", "--retriever", "bm25", "--index", index)["results"] == []
     third = run_json("ingest", str(notes), "--index", index)
     assert _counts(third) == (0, 0, 1, 0)
 
