@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from retrieval.loaders import Document
+from retrieval.tokenize import language
 
 MAX_CHARS = 900
 OVERLAP = 120
@@ -25,6 +26,7 @@ class Chunk:
     text: str
     start: int  # character offsets into the page's (or document's) text
     end: int
+    lang: str  # "ko" when the chunk has Hangul, else "en"
 
 
 def _heading(line: str, kind: str, prev_blank: bool, next_blank: bool) -> tuple[int, str] | None:
@@ -103,7 +105,7 @@ def chunk_document(doc: Document) -> list[Chunk]:
             if s >= 0:
                 n = len(chunks)
                 text = page.text[s:e].strip()
-                chunks.append(
-                    Chunk(f"{doc.source}#{n}", doc.source, title, page.number, text, s, e)
-                )
+                chunk_id = f"{doc.source}#{n}"
+                lang = language(text)
+                chunks.append(Chunk(chunk_id, doc.source, title, page.number, text, s, e, lang))
     return chunks

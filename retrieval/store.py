@@ -32,7 +32,7 @@ from retrieval.errors import UserError
 from retrieval.loaders import DEFAULT_MAX_BYTES, Document, RawFile, iter_candidates, parse, read_raw
 from retrieval.tokenize import tokenize
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CHUNKING = {"max_chars": chunking.MAX_CHARS, "overlap": chunking.OVERLAP}
 Retriever = Literal["bm25", "dense", "faiss", "hybrid"]
 RETRIEVERS: tuple[Retriever, ...] = ("bm25", "dense", "faiss", "hybrid")
@@ -146,7 +146,8 @@ class Index:
         else:
             weight = hybrid.dense_weight(query, self.embedder.languages)
             lexical = self.bm25.top(tokenize(query), hybrid.DEPTH)
-            ranked = hybrid.fuse(lexical, self._dense(query, hybrid.DEPTH, "faiss"), weight, k)
+            dense = self._dense(query, hybrid.DEPTH, "faiss")
+            ranked = hybrid.fuse(lexical, dense, weight, k)
         return [Hit(rank, score, self.chunks[i]) for rank, (i, score) in enumerate(ranked, 1)]
 
     def _dense(self, query: str, k: int, retriever: Retriever) -> list[tuple[int, float]]:

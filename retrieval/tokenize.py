@@ -34,6 +34,11 @@ def has_hangul(text: str) -> bool:
     return _HANGUL.search(text) is not None
 
 
+def language(text: str) -> str:
+    """"ko" for text with Hangul, else "en": the split every language-aware choice here uses."""
+    return "ko" if has_hangul(text) else "en"
+
+
 def stem(word: str) -> str:
     """Light English stemming: plural endings only, so terms stay readable."""
     if len(word) > 4 and word.endswith("ies"):

@@ -1,6 +1,7 @@
 """Shared fixtures: a private BITRAG_HOME per test and a CLI runner."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ from click.testing import CliRunner, Result
 
 from agent.cli import cli
 from agent.model_file import embedded_model_path
+from retrieval.paths import SAMPLE_CORPUS
+from retrieval.store import ingest
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +47,18 @@ def run_json(run):
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     return embedded_model_path()
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample corpus indexed once per test session (real loaders, Kiwi, MiniLM, FAISS)."""
+    directory = tmp_path_factory.mktemp("sample") / "index"
+    ingest([SAMPLE_CORPUS], directory)
+    return directory
+
+
+@pytest.fixture
+def home_with_sample_index(home: Path, sample_index: Path) -> Path:
+    """A BITRAG_HOME whose default index already holds the sample corpus."""
+    shutil.copytree(sample_index, home / "index")
+    return home
