@@ -10,7 +10,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from agent.llm import LocalLLM
+from agent.context import fit
+from agent.llm import LLM
 from retrieval.store import Hit, Index
 from retrieval.tokenize import tokenize
 
@@ -56,7 +57,7 @@ def check_citations(answer: str, hits: list[Hit]) -> list[Citation]:
     return [_cite(best + 1, hits[best], "overlap")]
 
 
-def ask(question: str, index: Index, llm: LocalLLM, k: int = TOP_K) -> dict:
+def ask(question: str, index: Index, llm: LLM, k: int = TOP_K) -> dict:
     """The DESIGN.md `ask` shape: answer, citations, abstained, timings (seconds)."""
     start = time.perf_counter()
     hits = index.search(question, k)
@@ -64,12 +65,16 @@ def ask(question: str, index: Index, llm: LocalLLM, k: int = TOP_K) -> dict:
     if not hits:
         timings = {"retrieve_s": retrieved - start, "generate_s": 0.0}
         return {"answer": ABSTAIN, "citations": [], "abstained": True, "timings": timings}
-    answer = llm.chat(build_messages(question, hits), MAX_ANSWER_TOKENS).strip()
-    citations = check_citations(answer, hits)
+    messages, given, context = fit(
+        llm, lambda kept: build_messages(question, kept), hits, MAX_ANSWER_TOKENS
+    )
+    answer = llm.chat(messages, MAX_ANSWER_TOKENS).strip()
+    citations = check_citations(answer, given)
     timings = {"retrieve_s": retrieved - start, "generate_s": time.perf_counter() - retrieved}
     return {
         "answer": answer,
         "citations": [c.as_dict() for c in citations],
         "abstained": False,
         "timings": timings,
+        "context": context.as_dict(),
     }

@@ -1,6 +1,8 @@
 """The `bitrag` command line. Errors become one line on stderr and a non-zero exit."""
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from retrieval.errors import UserError
 from retrieval.paths import SAMPLE_CORPUS, default_index_dir
 
 INDEX_HELP = "Index directory (default: $BITRAG_HOME/index)."
+MODEL_HELP = "GGUF model file (default: $BITRAG_MODEL or the embedded model)."
+LLM_URL_HELP = "OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 (or $BITRAG_LLM_URL)."
 
 
 class BitragGroup(click.Group):
@@ -44,7 +48,7 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-@click.option("--model", help="GGUF model file (default: $BITRAG_MODEL or the embedded model).")
+@click.option("--model", help=MODEL_HELP)
 @click.option("--index", help=INDEX_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def doctor(model: str | None, index: str | None, as_json: bool) -> None:
@@ -140,10 +144,13 @@ def _open(index: str | None, open_index):
 
 @cli.command()
 @click.argument("question")
-@click.option("--model", help="GGUF model file (default: $BITRAG_MODEL or the embedded model).")
+@click.option("--model", help=MODEL_HELP)
+@click.option("--llm-url", help=LLM_URL_HELP)
 @click.option("--index", help=INDEX_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def ask(question: str, model: str | None, index: str | None, as_json: bool) -> None:
+def ask(
+    question: str, model: str | None, llm_url: str | None, index: str | None, as_json: bool
+) -> None:
     """Answer QUESTION from the indexed documents, with citations."""
     from agent.answer import ask as run_ask
     from agent.llm import load_llm
@@ -151,7 +158,7 @@ def ask(question: str, model: str | None, index: str | None, as_json: bool) -> N
 
     if not question.strip():
         raise UserError("the question is empty")
-    llm = load_llm(model)
+    llm = load_llm(model, llm_url)
     result = run_ask(question, _open(index, open_index), llm)
     if as_json:
         _print_json(result)
@@ -159,6 +166,68 @@ def ask(question: str, model: str | None, index: str | None, as_json: bool) -> N
     click.echo(result["answer"])
     for c in result["citations"]:
         click.echo(f"[{c['n']}] {c['source']} ({c['chunk_id']})")
+
+
+@cli.command()
+@click.argument("src")
+@click.option("--types", required=True, help="Comma-separated types, e.g. Q8_0,Q4_K_M,Q2_K.")
+@click.option("--out", "out_dir", required=True, help="Output folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def quantize(src: str, types: str, out_dir: str, as_json: bool) -> None:
+    """Requantize a GGUF model into each of the given types (llama.cpp)."""
+    from eval.quantize import quantize as run_quantize
+
+    wanted = [t.strip() for t in types.split(",") if t.strip()]
+    if not wanted:
+        raise UserError("no quantization types given: pass --types Q8_0,Q4_K_M,...")
+
+    def show(message: str) -> None:
+        if not as_json:
+            click.echo(message, err=True)
+
+    result = run_quantize(Path(src).expanduser(), wanted, Path(out_dir).expanduser(), show)
+    if as_json:
+        _print_json(result)
+        return
+    if result["ceiling_note"]:
+        click.echo(result["ceiling_note"])
+    for row in result["outputs"]:
+        click.echo(
+            f"{row['type']:8} {row['bits_per_weight']:6.3f} bpw {row['bytes']:>12} B  {row['path']}"
+        )
+
+
+@cli.command("serve-llm")
+@click.option("--model", help=MODEL_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--api-key", envvar="BITRAG_LLM_API_KEY", help="Bearer token clients must send.")
+def serve_llm(model: str | None, host: str, port: int, api_key: str | None) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (llama_cpp.server)."""
+    from agent.llm import N_CTX, SEED
+    from agent.model_file import checked_model
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        raise UserError(f"refusing to serve on {host} without --api-key (or BITRAG_LLM_API_KEY)")
+    path = checked_model(model).path
+    settings = {
+        "model": str(path),
+        "host": host,
+        "port": port,
+        "n_ctx": N_CTX,
+        "seed": SEED,
+        "n_threads": os.cpu_count() or 1,
+    }  # the in-process model's settings
+    command = [sys.executable, "-m", "llama_cpp.server"]
+    for key, value in settings.items():
+        command += [f"--{key}", str(value)]
+    if api_key:
+        command += ["--api_key", api_key]
+    click.echo(f"serving {path.name} on http://{host}:{port}/v1 (Ctrl-C stops)", err=True)
+    try:
+        raise click.exceptions.Exit(subprocess.call(command))
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(130) from None
 
 
 def main() -> None:

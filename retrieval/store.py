@@ -175,8 +175,8 @@ def _under(source: str, roots: list[Path]) -> bool:
 
 
 @dataclass
-class _Rows:
-    """The chunks of the generation being built, with their terms and embeddings."""
+class IndexRows:
+    """The chunks of a generation being built, with their BM25 terms and embeddings."""
 
     chunks: list[Chunk] = field(default_factory=list)
     terms: list[list[str]] = field(default_factory=list)
@@ -231,26 +231,29 @@ def ingest(
         report = IngestReport()
         scanned, fresh = _scan(roots, old_docs, max_bytes, report, progress)
         report.removed = sum(1 for s in old_docs if _under(s, roots) and s not in scanned)
+        if old and not fresh and not report.removed:  # nothing changed: keep the generation
+            report.chunks = len(old.chunks)
+            return report
         keep = {s: h for s, h in old_docs.items() if not _under(s, roots)}
         keep |= {s: h for s, h in scanned.items() if old_docs.get(s) == h}
-        rows = _kept_rows(old, keep) if old else _Rows()
+        rows = _kept_rows(old, keep) if old else IndexRows()
         _add_fresh(rows, fresh, embedder, progress)
         report.chunks = len(rows.chunks)
-        _write_generation(directory, rows, keep | scanned, embedder)
+        write_generation(directory, rows, keep | scanned, embedder)
         return report
 
 
-def _kept_rows(old: Index, keep: dict[str, str]) -> _Rows:
+def _kept_rows(old: Index, keep: dict[str, str]) -> IndexRows:
     positions = [i for i, c in enumerate(old.chunks) if c.source in keep]
     terms = old.terms()
-    return _Rows(
+    return IndexRows(
         [old.chunks[i] for i in positions],
         [terms[i] for i in positions],
         [np.asarray(old.vectors[positions])] if positions else [],
     )
 
 
-def _add_fresh(rows: _Rows, fresh: list[Document], embedder: Embedder, progress) -> None:
+def _add_fresh(rows: IndexRows, fresh: list[Document], embedder: Embedder, progress) -> None:
     new = [c for doc in fresh for c in chunking.chunk_document(doc)]
     texts = [f"{c.heading}\n{c.text}" if c.heading else c.text for c in new]
     done = 0
@@ -273,7 +276,8 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_generation(directory: Path, rows: _Rows, docs: dict, embedder: Embedder) -> None:
+def write_generation(directory: Path, rows: IndexRows, docs: dict, embedder: Embedder) -> None:
+    """Write every part of a new generation, then point CURRENT at it and drop older ones."""
     existing = sorted(p.name for p in directory.glob("gen-*"))
     number = int(existing[-1].split("-")[1]) + 1 if existing else 1
     gen = directory / f"gen-{number:06d}"

@@ -1,5 +1,6 @@
 """The retrieval engine with its real parts: BM25 against rank-bm25, loaders, index store."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from retrieval.bm25 import BM25
+from retrieval.errors import UserError
 from retrieval.langchain_retriever import BitragRetriever
 from retrieval.paths import SAMPLE_CORPUS
 from retrieval.store import Index, ingest
@@ -138,7 +140,7 @@ def test_kill_during_ingest_keeps_previous_index(tmp_path):
     small, large, index = tmp_path / "small", tmp_path / "large", tmp_path / "idx"
     _write_notes(small, 3)
     ingest([small], index)
-    _write_notes(large, 3000)
+    _write_notes(large, 1500)
     cmd = [sys.executable, "-m", "agent", "ingest", str(large), "--index", str(index), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(8)
@@ -149,8 +151,8 @@ def test_kill_during_ingest_keeps_previous_index(tmp_path):
     assert len(survived.docs) == 3
     assert survived.search("quantization step", 3, "hybrid")
     rerun = ingest([large], index)
-    assert (rerun.added, rerun.unchanged) == (3000, 0)
-    assert len(Index.load(index).docs) == 3003
+    assert (rerun.added, rerun.unchanged) == (1500, 0)
+    assert len(Index.load(index).docs) == 1503
 
 
 def test_index_problems_are_named(tmp_path, run):
@@ -194,3 +196,15 @@ def test_langchain_retriever_returns_documents_with_citation_metadata(tmp_path):
         assert len(docs) == 2
         assert docs[0].metadata["rank"] == 1
         assert docs[0].metadata["chunk_id"].startswith(docs[0].metadata["source"])
+
+
+def test_second_writer_is_refused_while_the_lock_is_held(tmp_path):
+    notes = tmp_path / "notes"
+    _write_notes(notes, 1)
+    index = tmp_path / "idx"
+    index.mkdir()
+    with (index / ".lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(UserError, match="another bitrag process is writing"):
+            ingest([notes], index)
+    assert ingest([notes], index).added == 1
