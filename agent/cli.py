@@ -197,6 +197,33 @@ def quantize(src: str, types: str, out_dir: str, as_json: bool) -> None:
         )
 
 
+@cli.command()
+@click.option("--model", help=MODEL_HELP)
+@click.option("--runs", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def bench(model: str | None, runs: int, as_json: bool) -> None:
+    """Tokens/s through bitrag's stack vs raw llama-cpp-python, measured side by side."""
+    from eval.bench_llm import bench as run_bench
+
+    result = run_bench(model, runs)
+    if as_json:
+        _print_json(result)
+        return
+    click.echo(f"model: {result['model']} ({result['threads']} threads, n_ctx {result['n_ctx']})")
+    for label, ours, raw, ratio in (
+        ("prompt tok/s", "prompt_tokens_per_s", "raw_prompt_tokens_per_s", "prompt_ratio"),
+        ("gen tok/s", "gen_tokens_per_s", "raw_gen_tokens_per_s", "gen_ratio"),
+    ):
+        click.echo(
+            f"{label:13} bitrag {result[ours]:8.1f}  raw {result[raw]:8.1f}  "
+            f"ratio {result[ratio]:.3f}"
+        )
+    click.echo(
+        f"RSS MB        bitrag {result['rss_mb']:8.1f}  raw {result['raw_rss_mb']:8.1f}  "
+        f"overhead {result['rss_overhead_mb']:.1f}"
+    )
+
+
 @cli.command("serve-llm")
 @click.option("--model", help=MODEL_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True)

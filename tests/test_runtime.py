@@ -156,3 +156,14 @@ def test_unreachable_server_is_one_clear_line(run, home_with_sample_index):
     assert result.exit_code == 1
     assert f"LLM server at {url} is not reachable" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bench_reports_both_stacks_side_by_side(run_json, model_path):
+    result = run_json("bench", "--runs", "1")
+    assert result["model"] == str(model_path)
+    for key in ("prompt_tokens_per_s", "gen_tokens_per_s", "raw_gen_tokens_per_s"):
+        assert result[key] > 0, key
+    assert result["gen_ratio"] == round(
+        result["gen_tokens_per_s"] / result["raw_gen_tokens_per_s"], 3
+    )
+    assert result["rss_mb"] > 0 and result["raw_rss_mb"] > 0

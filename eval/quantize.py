@@ -1,0 +1,277 @@
+"""The quantization ladder: requantize one GGUF model into several bit-widths with llama.cpp.
+
+`quantize` checks the source, every type name and the output folder before it writes anything,
+then runs `llama_cpp.llama_model_quantize` once per type into a hidden temp file that is renamed
+into place only on success. Bits per weight are read from the tensors (types and element counts
+via the `gguf` package), never guessed from file sizes. llama.cpp's own chatter is captured, so
+a user sees only our progress lines and, on failure, one line naming the type and the reason.
+"""
+
+import os
+import secrets
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from agent.model_file import inspect_gguf
+from retrieval.errors import UserError
+
+if TYPE_CHECKING:
+    from gguf import GGUFReader
+
+# The ladder, highest precision first. Measured on the embedded SmolLM2-135M (Q4_1 source,
+# llama-cpp-python 0.3.36): bits per weight 16.00, 8.51, 8.12, 6.56, 6.17, 5.35, 5.46, 5.14, so
+# Q3_K_M is NOT smaller than Q4_0 there: its 576-column tensors cannot use 256-wide K-quant
+# blocks and 180 of 272 tensors fall back to Q4_0/Q5_0.
+# IQ types without an importance matrix (each probed in its own process): IQ3_XXS, IQ3_XS,
+# IQ3_S, IQ3_M, IQ4_NL and IQ4_XS quantize and load (15-20 s each instead of ~1 s; IQ3_XS,
+# IQ3_S and IQ3_M then generate gibberish on the 135M model); IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS,
+# IQ2_S, IQ2_M (and Q2_K_S) return an error: "this quantization requires an imatrix".
+LADDER: tuple[str, ...] = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K")
+IQ_WITHOUT_IMATRIX: tuple[str, ...] = ("IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M", "IQ4_NL", "IQ4_XS")
+NEEDS_IMATRIX: tuple[str, ...] = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S")
+FLOAT_TYPES: frozenset[str] = frozenset({"F32", "F16", "BF16"})
+_FTYPE_PREFIXES = ("LLAMA_FTYPE_MOSTLY_", "LLAMA_FTYPE_ALL_")
+
+
+def _known_file_types() -> dict[str, int]:
+    """Type name -> llama_ftype value, from llama_cpp's LLAMA_FTYPE_* constants, by value."""
+    import llama_cpp
+
+    found: dict[str, int] = {}
+    for attr in dir(llama_cpp):
+        for prefix in _FTYPE_PREFIXES:
+            if attr.startswith(prefix):
+                found[attr.removeprefix(prefix)] = int(getattr(llama_cpp, attr))
+    return dict(sorted(found.items(), key=lambda item: item[1]))
+
+
+def file_type(name: str) -> int:
+    """The llama_cpp.LLAMA_FTYPE_* value for a type name such as "q4_k_m" (case-insensitive)."""
+    known = _known_file_types()
+    key = name.strip().upper()
+    if key not in known:
+        raise UserError(f"unknown quantization type {name!r}; known: {', '.join(known)}")
+    return known[key]
+
+
+def _reader(path: Path) -> "GGUFReader":
+    from gguf import GGUFReader
+
+    return GGUFReader(path, "r")
+
+
+def _bits(reader: "GGUFReader") -> float:
+    n_bytes = sum(int(t.n_bytes) for t in reader.tensors)
+    n_elements = sum(int(t.n_elements) for t in reader.tensors)
+    return n_bytes * 8 / n_elements if n_elements else 0.0
+
+
+def _type_name(reader: "GGUFReader") -> str:
+    from gguf import LlamaFileType
+
+    field = reader.fields.get("general.file_type")
+    if field is None:
+        return "unknown"
+    try:
+        name = LlamaFileType(int(field.contents())).name
+    except (ValueError, TypeError):
+        return "unknown"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def _is_quantized(reader: "GGUFReader", type_name: str) -> bool:
+    """By the file type, or by the tensors' own types when the file type is unknown."""
+    if type_name != "unknown":
+        return type_name not in FLOAT_TYPES
+    return any(t.tensor_type.name not in FLOAT_TYPES for t in reader.tensors)
+
+
+def bits_per_weight(path: Path) -> float:
+    """Stored bits per weight over all tensors: sum of tensor bytes * 8 / sum of elements."""
+    return _bits(_reader(path))
+
+
+def source_type(path: Path) -> str:
+    """The GGUF's file type name from general.file_type (e.g. "Q4_1"), "unknown" if absent."""
+    return _type_name(_reader(path))
+
+
+def ceiling_note(name: str, type_name: str, bpw: float, quantized: bool) -> str:
+    """A plain sentence saying requantizing cannot add precision, or "" for a float source."""
+    if not quantized:
+        return ""
+    return (
+        f"The source {name} is already quantized ({type_name}, {bpw:.2f} bits per weight): "
+        f"requantizing cannot add precision back, so the ladder's ceiling is the source's "
+        f"{type_name} precision and types above it only cost space."
+    )
+
+
+def _describe_source(path: Path) -> dict:
+    """Path, type, bits per weight, bytes and the ceiling note, from one read of the header."""
+    reader = _reader(path)
+    type_name, bpw = _type_name(reader), _bits(reader)
+    quantized = _is_quantized(reader, type_name)
+    return {
+        "path": str(path),
+        "type": type_name,
+        "bits_per_weight": round(bpw, 4),
+        "bytes": path.stat().st_size,
+        "ceiling_note": ceiling_note(path.name, type_name, bpw, quantized),
+    }
+
+
+def _check_types(types: list[str]) -> list[str]:
+    """Canonical upper-case names, duplicates dropped; unknown or imatrix-only types refused."""
+    if not types:
+        raise UserError("no quantization types given, e.g. Q8_0,Q4_K_M")
+    names: list[str] = []
+    for name in types:
+        file_type(name)
+        key = name.strip().upper()
+        if key in NEEDS_IMATRIX:
+            raise UserError(
+                f"quantization type {key} needs an importance matrix (imatrix), which bitrag "
+                f"does not provide; IQ types that work without one: {', '.join(IQ_WITHOUT_IMATRIX)}"
+            )
+        if key not in names:
+            names.append(key)
+    return names
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Create the folder if needed and prove a file can be written in it."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"output folder {out_dir} is not writable ({reason})") from None
+
+
+@contextmanager
+def _c_logging() -> Iterator[None]:
+    """Let llama.cpp log straight to fd 2 instead of through llama_cpp's Python callback.
+
+    A Ctrl-C that arrives while that callback runs raises inside it, where ctypes prints and
+    swallows the KeyboardInterrupt; with no Python running during the call it stays pending
+    and is raised as soon as llama_model_quantize returns.
+    """
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _logger
+
+    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(), ctypes.c_void_p(0))  # NULL: C default
+    try:
+        yield
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+@contextmanager
+def _captured_native_output() -> Iterator[IO[str]]:
+    """Send fds 1 and 2 (llama.cpp's C output) and sys.stdout/stderr to a temp file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        saved = (os.dup(1), os.dup(2))
+        old = (sys.stdout, sys.stderr)
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            sys.stdout = sys.stderr = log
+            with _c_logging():
+                yield log
+        finally:
+            sys.stdout, sys.stderr = old
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _failure_reason(log: IO[str]) -> str:
+    """The most telling line llama.cpp logged: its error, else its last line."""
+    log.flush()
+    log.seek(0)
+    lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+    errors = [line for line in lines if "failed" in line.lower() or "error" in line.lower()]
+    return (errors or lines or ["no message from llama.cpp"])[-1]
+
+
+def _run_llama_quantize(src: Path, dst: Path, ftype: int) -> str:
+    """One quiet llama_model_quantize call: "" on success, else llama.cpp's reason."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    params.nthread = os.cpu_count() or 1
+    with _captured_native_output() as log:
+        code = llama_cpp.llama_model_quantize(
+            str(src).encode(), str(dst).encode(), ctypes.byref(params)
+        )
+        return "" if code == 0 else _failure_reason(log)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _quantize_one(src: Path, type_name: str, out_dir: Path) -> Path:
+    """Quantize into a hidden temp file in out_dir, rename it into place only on success."""
+    final = out_dir / f"{src.stem}.{type_name}.gguf"
+    # llama.cpp creates the temp file itself, so it gets the usual umask-based permissions.
+    tmp = out_dir / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        reason = _run_llama_quantize(src, tmp, file_type(type_name))
+        if reason:
+            raise UserError(f"llama.cpp could not quantize {src.name} to {type_name}: {reason}")
+        _fsync(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def _describe(path: Path, type_name: str) -> dict:
+    return {
+        "type": type_name,
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "bits_per_weight": round(bits_per_weight(path), 4),
+    }
+
+
+def quantize(
+    src: Path,
+    types: list[str],
+    out_dir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Requantize src into each type under out_dir; returns source, outputs and ceiling note."""
+    info = inspect_gguf(Path(src))
+    names = _check_types(list(types))
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    source = _describe_source(info.path)
+    note = source.pop("ceiling_note")
+    outputs = []
+    for i, name in enumerate(names, start=1):
+        if progress:
+            progress(f"[{i}/{len(names)}] quantizing {info.path.name} to {name}")
+        outputs.append(_describe(_quantize_one(info.path, name, out_dir), name))
+    return {"source": source, "outputs": outputs, "ceiling_note": note}
