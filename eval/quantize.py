@@ -14,13 +14,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
-from agent.model_file import inspect_gguf
+from agent.model_file import GGUFInfo, inspect_gguf
 from retrieval.errors import UserError
-
-if TYPE_CHECKING:
-    from gguf import GGUFReader
 
 # The ladder, highest precision first. Measured on the embedded SmolLM2-135M (Q4_1 source,
 # llama-cpp-python 0.3.36): bits per weight 16.00, 8.51, 8.12, 6.56, 6.17, 5.35, 5.46, 5.14, so
@@ -58,46 +55,14 @@ def file_type(name: str) -> int:
     return known[key]
 
 
-def _reader(path: Path) -> "GGUFReader":
-    from gguf import GGUFReader
-
-    return GGUFReader(path, "r")
-
-
-def _bits(reader: "GGUFReader") -> float:
-    n_bytes = sum(int(t.n_bytes) for t in reader.tensors)
-    n_elements = sum(int(t.n_elements) for t in reader.tensors)
-    return n_bytes * 8 / n_elements if n_elements else 0.0
-
-
-def _type_name(reader: "GGUFReader") -> str:
-    from gguf import LlamaFileType
-
-    field = reader.fields.get("general.file_type")
-    if field is None:
-        return "unknown"
-    try:
-        name = LlamaFileType(int(field.contents())).name
-    except (ValueError, TypeError):
-        return "unknown"
-    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
-
-
-def _is_quantized(reader: "GGUFReader", type_name: str) -> bool:
-    """By the file type, or by the tensors' own types when the file type is unknown."""
-    if type_name != "unknown":
-        return type_name not in FLOAT_TYPES
-    return any(t.tensor_type.name not in FLOAT_TYPES for t in reader.tensors)
-
-
 def bits_per_weight(path: Path) -> float:
     """Stored bits per weight over all tensors: sum of tensor bytes * 8 / sum of elements."""
-    return _bits(_reader(path))
+    return inspect_gguf(path).bits_per_weight
 
 
 def source_type(path: Path) -> str:
     """The GGUF's file type name from general.file_type (e.g. "Q4_1"), "unknown" if absent."""
-    return _type_name(_reader(path))
+    return inspect_gguf(path).file_type
 
 
 def ceiling_note(name: str, type_name: str, bpw: float, quantized: bool) -> str:
@@ -111,11 +76,11 @@ def ceiling_note(name: str, type_name: str, bpw: float, quantized: bool) -> str:
     )
 
 
-def _describe_source(path: Path) -> dict:
-    """Path, type, bits per weight, bytes and the ceiling note, from one read of the header."""
-    reader = _reader(path)
-    type_name, bpw = _type_name(reader), _bits(reader)
-    quantized = _is_quantized(reader, type_name)
+def _describe_source(info: GGUFInfo) -> dict:
+    """Path, type, bits per weight, bytes and the ceiling note of the checked source."""
+    type_name, bpw = info.file_type, info.bits_per_weight
+    quantized = type_name not in FLOAT_TYPES if type_name != "unknown" else bpw < 15.9
+    path = info.path
     return {
         "path": str(path),
         "type": type_name,
@@ -267,7 +232,7 @@ def quantize(
     names = _check_types(list(types))
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
-    source = _describe_source(info.path)
+    source = _describe_source(info)
     note = source.pop("ceiling_note")
     outputs = []
     for i, name in enumerate(names, start=1):

@@ -1,0 +1,63 @@
+"""`bitrag models`: the GGUF models bitrag knows (embedded, registered, installed packs)."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from agent import packs
+from agent.model_file import embedded_model_path, inspect_gguf, sha256_of
+from agent.registry import load_entries, save_entry
+from retrieval.errors import UserError
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+# SmolLM2's tokenizer spends ~2 tokens per Korean character and the model does not read it.
+EMBEDDED_LANGUAGES = ["en"]
+
+
+def _describe(name: str, path: Path, languages: list[str], origin: str) -> dict:
+    row = {"name": name, "path": str(path), "origin": origin, "languages": languages}
+    try:
+        info = inspect_gguf(path)
+    except UserError as exc:
+        return row | {"ok": False, "error": str(exc)}
+    return row | {
+        "ok": True,
+        "bytes": info.size,
+        "quant_type": info.file_type,
+        "bits_per_weight": round(info.bits_per_weight, 4),
+    }
+
+
+def list_models() -> list[dict]:
+    rows = [_describe(EMBEDDED_NAME, embedded_model_path(), EMBEDDED_LANGUAGES, "embedded")]
+    for entry in load_entries():
+        rows.append(
+            _describe(entry["name"], Path(entry["path"]), entry["languages"], entry["origin"])
+        )
+    return rows
+
+
+def add_model(
+    path: Path,
+    name: str | None = None,
+    languages: list[str] | None = None,
+    origin: str = "registered",
+) -> dict:
+    """Register a GGUF after the same checks a model gets before loading."""
+    info = inspect_gguf(path.expanduser().absolute())
+    entry = {
+        "name": name or info.path.stem,
+        "path": str(info.path),
+        "sha256": sha256_of(info.path),
+        "languages": languages or [],
+        "origin": origin,
+    }
+    if entry["name"] == EMBEDDED_NAME:
+        raise UserError(f"'{EMBEDDED_NAME}' is the embedded model's name; pick another --name")
+    save_entry(entry)
+    return _describe(entry["name"], info.path, entry["languages"], origin)
+
+
+def install_pack(name: str, progress: Callable[[str], None]) -> dict:
+    pack = packs.get_pack(name)
+    path = packs.install(name, progress)
+    return add_model(path, pack.name, list(pack.languages), origin="pack")
