@@ -44,6 +44,18 @@ class LLM(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
+def sampling(max_tokens: int, stop: list[str] | None) -> dict:
+    """Greedy, seeded, no repetition penalty: the same settings for every backend, so the
+    in-process model and a server give the same text."""
+    return {
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "repeat_penalty": 1.0,
+        "seed": SEED,
+        "stop": stop or [],
+    }
+
+
 def _response_format(schema: dict | None) -> dict | None:
     return {"type": "json_object", "schema": schema} if schema else None
 
@@ -65,15 +77,6 @@ class LocalLLM:
             verbose=False,
         )
 
-    def _params(self, max_tokens: int, stop: list[str] | None) -> dict:
-        return {
-            "max_tokens": max_tokens,
-            "temperature": 0.0,
-            "repeat_penalty": 1.0,
-            "seed": SEED,
-            "stop": stop or [],
-        }
-
     def chat(
         self,
         messages: Messages,
@@ -85,7 +88,7 @@ class LocalLLM:
             out = self._llama.create_chat_completion(
                 messages=messages,
                 response_format=_response_format(schema),
-                **self._params(max_tokens, stop),
+                **sampling(max_tokens, stop),
             )
         return out["choices"][0]["message"]["content"] or ""
 
@@ -95,7 +98,7 @@ class LocalLLM:
         """Text pieces as they are generated; the model stays locked until the stream ends."""
         with self._lock:
             for part in self._llama.create_chat_completion(
-                messages=messages, stream=True, **self._params(max_tokens, stop)
+                messages=messages, stream=True, **sampling(max_tokens, stop)
             ):
                 if piece := part["choices"][0]["delta"].get("content"):
                     yield piece
@@ -129,14 +132,7 @@ class RemoteLLM:
             raise UserError(f"LLM server at {self.url} is not reachable ({reason})") from None
 
     def _body(self, messages: Messages, max_tokens: int, stop: list[str] | None) -> dict:
-        return {
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": 0.0,
-            "repeat_penalty": 1.0,
-            "seed": SEED,
-            "stop": stop or [],
-        }
+        return {"messages": messages, **sampling(max_tokens, stop)}
 
     def chat(
         self,

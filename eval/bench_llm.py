@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.chat_model import BitragChatModel
 from agent.context import count_messages
-from agent.llm import N_CTX, SEED, LocalLLM
+from agent.llm import N_CTX, SEED, LocalLLM, sampling
 from agent.model_file import checked_model
 
 MAX_TOKENS = 96
@@ -55,12 +55,7 @@ def _timed(pieces: Iterator[str], started: float) -> tuple[float, float, int]:
 
 def _raw_stream(llama, messages) -> Iterator[str]:
     for part in llama.create_chat_completion(
-        messages=messages,
-        stream=True,
-        max_tokens=MAX_TOKENS,
-        temperature=0.0,
-        repeat_penalty=1.0,
-        seed=SEED,
+        messages=messages, stream=True, **sampling(MAX_TOKENS, None)
     ):
         if part["choices"][0]["delta"].get("content"):
             yield part["choices"][0]["delta"]["content"]
