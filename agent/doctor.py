@@ -54,10 +54,12 @@ def _model(model: str | None, problems: list[dict]) -> dict:
 
 def _embedder(problems: list[dict]) -> dict:
     try:
-        return {"path": str(resolve_embedder()), "ok": True}
+        embedder = resolve_embedder()
     except UserError as exc:
         problems.append({"what": str(exc), "fix": "run `make setup` or set BITRAG_EMBEDDER"})
         return {"path": None, "ok": False}
+    languages = sorted(embedder.languages) if embedder.languages else "unknown"
+    return {"path": str(embedder.path), "id": embedder.id, "languages": languages, "ok": True}
 
 
 def _index(directory: Path, problems: list[dict]) -> dict:

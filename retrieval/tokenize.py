@@ -35,7 +35,7 @@ def has_hangul(text: str) -> bool:
 
 
 def language(text: str) -> str:
-    """"ko" for text with Hangul, else "en": the split every language-aware choice here uses."""
+    """ "ko" for text with Hangul, else "en": the split every language-aware choice here uses."""
     return "ko" if has_hangul(text) else "en"
 
 

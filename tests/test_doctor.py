@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 
 def test_doctor_reports_embedded_model_ok(run_json, model_path):
@@ -9,6 +10,8 @@ def test_doctor_reports_embedded_model_ok(run_json, model_path):
     assert report["model"]["path"] == str(model_path)
     assert report["model"]["sha256_ok"] is True
     assert report["embedder"]["ok"] is True
+    assert report["embedder"]["id"] == "all-MiniLM-L6-v2"
+    assert (Path(report["embedder"]["path"]) / "config.json").is_file()
     assert report["index"]["status"] == "missing"
     assert "AVX2 = 1" in report["llama_cpp"]["system_info"]
     assert report["libraries"]["llama-cpp-python"] == "0.3.36"
