@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from agent.gguf_header import HeaderError, read_header
 from agent.registry import path_of
 from retrieval.errors import UserError
 
@@ -78,31 +79,27 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     with path.open("rb") as f:
         if f.read(4) != b"GGUF":
             raise UserError(f"not a GGUF model file: {path}")
-    from gguf import GGUFReader
-
     size = path.stat().st_size
     try:
-        reader = GGUFReader(path, "r")
-        needed = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
-        arch = reader.fields["general.architecture"].contents()
-    except Exception:  # the gguf parser raises assorted numpy errors on cut-off files
+        header = read_header(path)
+    except HeaderError as exc:
+        raise UserError(f"truncated or corrupt GGUF file: {path} ({size} bytes; {exc})") from None
+    if size < header.data_end:
         raise UserError(
-            f"truncated or corrupt GGUF file: {path} ({size} bytes; header or tensor data cut off)"
-        ) from None
-    if size < needed:
-        raise UserError(f"truncated GGUF file: {path} has {size} bytes, its tensors need {needed}")
-    n_bytes = sum(int(t.n_bytes) for t in reader.tensors)
-    n_elements = sum(int(t.n_elements) for t in reader.tensors)
-    bits = n_bytes * 8 / n_elements if n_elements else 0.0
-    return GGUFInfo(path, size, str(arch), len(reader.tensors), _file_type(reader), bits)
+            f"truncated GGUF file: {path} has {size} bytes, its tensors need {header.data_end}"
+        )
+    n_elements = sum(header.tensor_elements)
+    bits = sum(header.tensor_bytes) * 8 / n_elements if n_elements else 0.0
+    arch = str(header.metadata.get("general.architecture", "unknown"))
+    file_type = _file_type(header.metadata.get("general.file_type"))
+    return GGUFInfo(path, size, arch, len(header.tensor_bytes), file_type, bits)
 
 
-def _file_type(reader) -> str:  # reader: gguf.GGUFReader
+def _file_type(value: object) -> str:
     from gguf import LlamaFileType
 
-    field = reader.fields.get("general.file_type")
     try:
-        name = LlamaFileType(int(field.contents())).name if field else "unknown"
+        name = LlamaFileType(int(value)).name  # type: ignore[arg-type]
     except (ValueError, TypeError):
         return "unknown"
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
