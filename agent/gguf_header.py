@@ -63,7 +63,7 @@ class _Cursor:
         self.pos += length
         return raw.decode("utf-8", "replace")
 
-    def value(self, kind: int, keep: bool = True):
+    def value(self, kind: int):
         if kind in _SCALARS:
             return self.take(_SCALARS[kind])
         if kind == _STRING:
@@ -74,7 +74,7 @@ class _Cursor:
                 self.pos += count * struct.calcsize(_SCALARS[item])
             else:
                 for _ in range(count):
-                    self.value(item, keep=False)
+                    self.value(item)
             return None
         raise HeaderError(f"unknown metadata value type {kind}")
 
