@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -302,10 +301,9 @@ def serve_llm(model: str | None, host: str, port: int, api_key: str | None) -> N
     if api_key:
         command += ["--api_key", api_key]
     click.echo(f"serving {path.name} on http://{host}:{port}/v1 (Ctrl-C stops)", err=True)
-    try:
-        raise click.exceptions.Exit(subprocess.call(command))
-    except KeyboardInterrupt:
-        raise click.exceptions.Exit(130) from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)  # become the server: signals reach it, no orphan child
 
 
 def main() -> None:

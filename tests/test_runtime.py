@@ -148,6 +148,8 @@ def test_remote_mode_answers_through_a_real_server(run_json, home_with_sample_in
     finally:
         server.terminate()
         server.wait(timeout=30)
+    with pytest.raises(OSError):  # serve-llm became the server: nothing is left listening
+        urllib.request.urlopen(f"{url}/models", timeout=2)
 
 
 def test_unreachable_server_is_one_clear_line(run, home_with_sample_index):
