@@ -112,11 +112,9 @@ def ingest(paths: tuple[str, ...], index: str | None, max_mb: int, as_json: bool
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def search(query: str, retriever: str, k: int, index: str | None, as_json: bool) -> None:
     """Show the chunks that best match QUERY."""
-    from retrieval.store import open_index
-
     if not query.strip():
         raise UserError("the query is empty")
-    hits = _open(index, open_index).search(query, k, retriever)
+    hits = _open(index).search(query, k, retriever)
     rows = [
         {
             "rank": h.rank,
@@ -136,8 +134,10 @@ def search(query: str, retriever: str, k: int, index: str | None, as_json: bool)
         click.echo("no matching chunks", err=True)
 
 
-def _open(index: str | None, open_index):
+def _open(index: str | None):
     """The given index, or the default one (built from the sample corpus on first use)."""
+    from retrieval.store import open_index
+
     return open_index(_index_dir(index), None if index else SAMPLE_CORPUS)
 
 
@@ -153,12 +153,11 @@ def ask(
     """Answer QUESTION from the indexed documents, with citations."""
     from agent.answer import ask as run_ask
     from agent.llm import load_llm
-    from retrieval.store import open_index
 
     if not question.strip():
         raise UserError("the question is empty")
     llm = load_llm(model, llm_url)
-    result = run_ask(question, _open(index, open_index), llm)
+    result = run_ask(question, _open(index), llm)
     if as_json:
         _print_json(result)
         return
