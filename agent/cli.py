@@ -141,29 +141,52 @@ def _open(index: str | None):
     return open_index(_index_dir(index), None if index else SAMPLE_CORPUS)
 
 
+SESSION_HELP = "Conversation name: follow-ups resolve against it, also after a restart."
+
+
 @cli.command()
 @click.argument("question")
 @click.option("--model", help=MODEL_HELP)
 @click.option("--llm-url", help=LLM_URL_HELP)
 @click.option("--index", help=INDEX_HELP)
+@click.option("--session", help=SESSION_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ask(
-    question: str, model: str | None, llm_url: str | None, index: str | None, as_json: bool
+    question: str,
+    model: str | None,
+    llm_url: str | None,
+    index: str | None,
+    session: str | None,
+    as_json: bool,
 ) -> None:
-    """Answer QUESTION from the indexed documents, with citations."""
-    from agent.answer import ask as run_ask
-    from agent.llm import load_llm
+    """Answer QUESTION from the indexed documents, quoting and citing them."""
+    from agent.assemble import make_agent
+    from agent.render import show_answer
 
     if not question.strip():
         raise UserError("the question is empty")
-    llm = load_llm(model, llm_url)
-    result = run_ask(question, _open(index), llm)
+    agent = make_agent(_open(index), model, llm_url, session)
+    result = agent.ask(question, session or "default")
     if as_json:
         _print_json(result)
         return
-    click.echo(result["answer"])
-    for c in result["citations"]:
-        click.echo(f"[{c['n']}] {c['source']} ({c['chunk_id']})")
+    show_answer(result, click.echo)
+
+
+@cli.command()
+@click.option("--model", help=MODEL_HELP)
+@click.option("--llm-url", help=LLM_URL_HELP)
+@click.option("--index", help=INDEX_HELP)
+@click.option("--session", help=SESSION_HELP)
+def chat(model: str | None, llm_url: str | None, index: str | None, session: str | None) -> None:
+    """Talk with your notes; answers stream, evidence follows (/help inside)."""
+    from agent.chat import Chat, run_chat
+
+    def write(text: str) -> None:
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+
+    run_chat(Chat(_open(index), model, llm_url, session, click.echo), write)
 
 
 @cli.command()

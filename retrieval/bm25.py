@@ -26,6 +26,11 @@ class BM25:
         self._saturation = saturation  # chunks x terms: tf*(k1+1) / (tf + k1*(1-b+b*len/avglen))
         self._idf = idf
 
+    @property
+    def idf(self) -> np.ndarray:
+        """Okapi idf per vocabulary term, in `vocab` order."""
+        return self._idf
+
     @classmethod
     def build(cls, corpus_terms: list[list[str]]) -> "BM25":
         vocab: dict[str, int] = {}

@@ -1,0 +1,73 @@
+"""Builds a ready `Agent` from what the user chose: model, server, index and session store.
+
+Named sessions are checkpointed in $BITRAG_HOME/sessions.sqlite, so `--session
+NAME` resumes a conversation after a restart; without a name a conversation
+lives in memory for as long as the process (one `chat`, one `ask`).
+"""
+
+import sqlite3
+from pathlib import Path
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from agent.evidence import TermWeights
+from agent.graph import Agent
+from agent.llm import load_llm
+from agent.models import EMBEDDED_LANGUAGES
+from agent.registry import load_entries
+from agent.state import Context
+from agent.tools import local_tools
+from retrieval.paths import bitrag_home
+from retrieval.store import Index
+
+
+def model_languages(model: str | None, llm_url: str | None) -> frozenset[str] | None:
+    """What the model reads, from the registry; None when nobody has said."""
+    from agent.model_file import embedded_model_path, resolve_model
+
+    if llm_url:
+        return None
+    path = resolve_model(model).resolve()
+    if path == embedded_model_path().resolve():
+        return frozenset(EMBEDDED_LANGUAGES)
+    for entry in load_entries():
+        if Path(entry["path"]).resolve() == path and entry["languages"]:
+            return frozenset(entry["languages"])
+    return None
+
+
+# The types a checkpoint holds besides plain data; LangGraph only restores listed ones.
+STATE_TYPES = [
+    ("retrieval.chunking", "Chunk"),
+    ("retrieval.store", "Hit"),
+    ("agent.evidence", "Evidence"),
+]
+
+
+def session_store(session: str | None) -> BaseCheckpointSaver:
+    serde = JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
+    if session is None:
+        return InMemorySaver(serde=serde)
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path = bitrag_home() / "sessions.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteSaver(sqlite3.connect(path, check_same_thread=False), serde=serde)
+
+
+def make_agent(
+    index: Index,
+    model: str | None = None,
+    llm_url: str | None = None,
+    session: str | None = None,
+) -> Agent:
+    context = Context(
+        index=index,
+        llm=load_llm(model, llm_url),
+        weights=TermWeights(index.bm25),
+        model_languages=model_languages(model, llm_url),
+        tools=local_tools(),
+    )
+    return Agent(context, session_store(session))

@@ -1,0 +1,137 @@
+"""`bitrag chat`: a conversation over the notes that keeps the model and index loaded.
+
+Answers stream as the model writes them; the evidence and sources follow. Slash
+commands change the session, retriever or model without leaving. Ctrl-C stops
+the answer being written and keeps the conversation; Ctrl-D or /exit leaves.
+"""
+
+import readline
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.assemble import make_agent
+from agent.graph import Agent
+from agent.render import show_answer
+from retrieval.errors import UserError
+from retrieval.paths import bitrag_home
+from retrieval.store import RETRIEVERS, Index
+
+HELP = """commands:
+  /sources            evidence and sources of the last answer
+  /retriever NAME     search with bm25, dense, faiss or hybrid
+  /model NAME|PATH    answer with another GGUF model
+  /session NAME       continue (or start) a named, saved conversation
+  /new                start a fresh conversation
+  /help               this list
+  /exit               leave (Ctrl-D also works)"""
+
+
+@dataclass
+class Chat:
+    index: Index
+    model: str | None
+    llm_url: str | None
+    session: str | None
+    echo: Callable[[str], None]
+    agent: Agent = field(init=False)
+    thread: str = field(init=False)
+    last: dict | None = None
+
+    def __post_init__(self) -> None:
+        self.agent = make_agent(self.index, self.model, self.llm_url, self.session)
+        self.thread = self.session or f"chat-{uuid.uuid4().hex[:8]}"
+
+    def ask(self, question: str, write: Callable[[str], None]) -> None:
+        streamed: list[str] = []
+
+        def on_token(piece: str) -> None:
+            streamed.append(piece)
+            write(piece)
+
+        result = self.agent.ask(question, self.thread, on_token)
+        if streamed:
+            write("\n")
+            if result["mode"] != "generated":
+                self.echo("(that answer was not supported by the notes; quoting them instead)")
+        show_answer(result, self.echo, answer_shown=result["mode"] == "generated" and streamed)
+        self.last = result
+
+    def command(self, line: str) -> bool:
+        """Run a slash command; False when the chat should end."""
+        name, _, arg = line[1:].partition(" ")
+        arg = arg.strip()
+        if name in ("exit", "quit"):
+            return False
+        if name == "help":
+            self.echo(HELP)
+        elif name == "sources":
+            self._sources()
+        elif name == "retriever" and arg in RETRIEVERS:
+            self.agent.context.retriever = arg
+            self.echo(f"retriever: {arg}")
+        elif name == "model" and arg:
+            self.agent = make_agent(self.index, arg, None, self.session)
+            self.model = arg
+            self.echo(f"model: {self.agent.context.llm.name}")
+        elif name == "session" and arg:
+            self.session = self.thread = arg
+            self.agent = make_agent(self.index, self.model, self.llm_url, arg)
+            self.echo(f"session: {arg}")
+        elif name == "new":
+            self.thread = f"chat-{uuid.uuid4().hex[:8]}"
+            self.echo("new conversation")
+        else:
+            self.echo(f"unknown or incomplete command: {line} (try /help)")
+        return True
+
+    def _sources(self) -> None:
+        if not self.last or not self.last["evidence"]:
+            self.echo("no sources yet")
+            return
+        for n, item in enumerate(self.last["evidence"], 1):
+            self.echo(f"[{n}] {item['source']} ({item['chunk_id']})")
+
+
+def _history_file() -> Path:
+    return bitrag_home() / "chat_history"
+
+
+def run_chat(chat: Chat, write: Callable[[str], None]) -> None:
+    """The read-answer loop; input history is kept under BITRAG_HOME."""
+    history = _history_file()
+    history.parent.mkdir(parents=True, exist_ok=True)
+    if history.is_file():
+        readline.read_history_file(history)
+    chat.echo("bitrag chat: ask about your notes; /help lists commands, /exit leaves.")
+    try:
+        _loop(chat, write)
+    finally:
+        readline.write_history_file(history)
+
+
+def _loop(chat: Chat, write: Callable[[str], None]) -> None:
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            chat.echo("")
+            return
+        except KeyboardInterrupt:
+            chat.echo("\n(use /exit or Ctrl-D to leave)")
+            continue
+        if not line:
+            continue
+        if line.startswith("/"):
+            if not chat.command(line):
+                return
+            continue
+        try:
+            chat.ask(line, write)
+        except KeyboardInterrupt:
+            chat.echo("\n(stopped)")
+        except UserError as exc:
+            chat.echo(f"error: {' '.join(str(exc).split())}")
+        except Exception as exc:  # one line, and the conversation goes on
+            chat.echo(f"error: {type(exc).__name__}: {' '.join(str(exc).split())}")

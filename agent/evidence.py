@@ -1,0 +1,232 @@
+"""Evidence: the sentences of the retrieved chunks that best answer the question.
+
+Each chunk is split into sentences (Kiwi for Korean text, punctuation and line
+breaks otherwise; a table row becomes one sentence that names its columns). A
+sentence is scored by the share of the question's term weight it holds, where a
+term weighs its BM25 idf in the index and a term the index has never seen weighs
+the most (it is what the notes may lack). The sentences around it and the
+chunk's heading add context at a lower weight, so
+"It stores 4 bits." under "QLoRA" still counts as being about QLoRA.
+
+`coverage` is the grade: how much of the question the best evidence accounts
+for. The same weighting decides whether to answer or abstain.
+"""
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from retrieval.bm25 import BM25
+from retrieval.store import Hit
+from retrieval.tokenize import has_hangul, tokenize
+
+MAX_EVIDENCE = 3
+NEIGHBOUR_WEIGHT = 0.75  # share of a term's weight earned when only a neighbour/heading holds it
+RANK_PRIOR = 0.02  # tie-break towards the better-ranked chunk
+MIN_SENTENCE_CHARS = 12
+EARLIER_WEIGHT = 0.3  # weight of a follow-up's terms taken from the earlier turn
+# Words that ask rather than say what is asked about: they carry no evidence weight.
+QUESTION_WORDS = frozenset(
+    """many much use used uses called call happen happens give gives take takes get gets
+    need needs mean means according note notes say says about regarding
+    얼마 무엇 뭐 누구 어디 언제 어떻 하 되 있 없 쓰 나 노트 말 알""".split()
+)
+NUMBER_BONUS = 0.15  # for a sentence with a new number when the question asks for a quantity
+_QUANTITY = re.compile(
+    r"\bhow (many|much|long|large|big|fast|often)\b|\bwhat (percentage|fraction|size|value)\b"
+    r"|\bwhich year\b|몇|얼마|퍼센트|비율|크기는|배\s*(로|나|를)",
+    re.IGNORECASE,
+)
+_HAS_DIGIT = re.compile(r"\d")
+_DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
+_ENDS = frozenset(".!?。:;다요")
+WRAPPED_LINE = 50  # a line this long that does not end its sentence was wrapped
+_TABLE_RULE = re.compile(r"^\s*\|?[\s:|-]+\|?\s*$")
+_SENTENCE_END = re.compile(r"(?<=[.!?。])\s+(?=\S)")
+_MARKUP = re.compile(r"^\s*(?:[-*+>]|#{1,6}|\d+[.)])\s+")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    quote: str
+    source: str
+    chunk_id: str
+    score: float
+
+    def as_dict(self) -> dict:
+        return {"quote": self.quote, "source": self.source, "chunk_id": self.chunk_id}
+
+
+@lru_cache(maxsize=1)
+def _kiwi():
+    from kiwipiepy import Kiwi
+
+    return Kiwi()
+
+
+def _clean(sentence: str) -> str:
+    return " ".join(_MARKUP.sub("", sentence).split())
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def _table_rows(lines: list[str]) -> list[str]:
+    """Each data row of a markdown table as one sentence, "Header: cell, ...", so a row
+    carries the column names it needs to be understood on its own."""
+    header = _cells(lines[0])
+    rows = [r for r in lines[1:] if not _TABLE_RULE.match(r)]
+    return [
+        ", ".join(f"{h}: {c}" if h else c for h, c in zip(header, _cells(r), strict=False))
+        for r in rows
+    ]
+
+
+def _joins_next(line: str, following: str) -> bool:
+    """Whether `following` continues `line`: a lead-in ending in ":", or a hard-wrapped
+    line (pdf text) that has not ended its sentence and runs on in lower case."""
+    if _MARKUP.match(following) or following.lstrip().startswith("|"):
+        return line.rstrip().endswith(":")
+    end = line.rstrip()[-1:]
+    start = following.lstrip()[:1]
+    continues = start.islower() or has_hangul(start)
+    return end == ":" or (continues and len(line) >= WRAPPED_LINE and end not in _ENDS)
+
+
+def _blocks(text: str) -> list[tuple[str, list[str]]]:
+    """("table", rows) for runs of table lines, ("text", [line]) for every other line,
+    with continued lines joined back."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    blocks: list[tuple[str, list[str]]] = []
+    joining = False
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("|"):
+            if blocks and blocks[-1][0] == "table":
+                blocks[-1][1].append(line)
+            else:
+                blocks.append(("table", [line]))
+        elif joining:
+            blocks[-1][1][0] += " " + line.strip()
+        else:
+            blocks.append(("text", [line.strip()]))
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        joining = blocks[-1][0] == "text" and bool(following) and _joins_next(line, following)
+    return blocks
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences of a chunk, Korean-aware; every line stands alone, table rows carry
+    their header."""
+    out: list[str] = []
+    for kind, lines in _blocks(text):
+        if kind == "table":
+            out += _table_rows(lines)
+            continue
+        line = lines[0]
+        if has_hangul(line):
+            parts = [s.text for s in _kiwi().split_into_sents(line)]
+        else:
+            parts = _SENTENCE_END.split(line)
+        out += [c for c in (_clean(p) for p in parts) if c]
+    return out
+
+
+class TermWeights:
+    """Question-term weights from the index's BM25 idf; unseen terms weigh the maximum."""
+
+    def __init__(self, bm25: BM25) -> None:
+        self._idf = dict(zip(bm25.vocab, bm25.idf, strict=True))
+        self._max = max(self._idf.values(), default=1.0)
+
+    def weight(self, term: str) -> float:
+        return float(self._idf.get(term, self._max))
+
+    def known(self, term: str) -> bool:
+        return term in self._idf
+
+
+def _share(question: dict[str, float], terms: set[str]) -> float:
+    total = sum(question.values())
+    return sum(w for t, w in question.items() if t in terms) / total if total else 0.0
+
+
+def question_terms(query: str, weights: TermWeights, focus: str | None = None) -> dict[str, float]:
+    """Weighted content terms of the query. With `focus` (a follow-up's own words, the
+    query also holding the earlier turn), terms outside the focus weigh EARLIER_WEIGHT."""
+    own = set(tokenize(focus)) if focus else None
+    return {
+        t: weights.weight(t) * (1.0 if own is None or t in own else EARLIER_WEIGHT)
+        for t in tokenize(query)
+        if t not in QUESTION_WORDS
+    }
+
+
+def _score(question: dict[str, float], own: set[str], context: set[str]) -> float:
+    """Full weight for terms in the sentence, NEIGHBOUR_WEIGHT for terms only around it."""
+    return _share(question, own) + NEIGHBOUR_WEIGHT * _share(question, context - own)
+
+
+def wants_number(question: str) -> bool:
+    """Whether the question asks for a quantity (how many, 몇, 얼마, ...)."""
+    return _QUANTITY.search(question) is not None
+
+
+def _new_numbers(sentence: str, question: str) -> bool:
+    return bool(set(_DIGITS.findall(sentence)) - set(_DIGITS.findall(question)))
+
+
+def _candidates(question: str, wanted: dict[str, float], hits: list[Hit]) -> list[Evidence]:
+    numeric = wants_number(question)
+    found: list[Evidence] = []
+    for hit in hits:
+        parts = [s for s in sentences(hit.chunk.text) if len(s) >= MIN_SENTENCE_CHARS]
+        terms = [set(tokenize(s)) for s in parts]
+        heading = set(tokenize(hit.chunk.heading))
+        for i, sentence in enumerate(parts):
+            if not terms[i] & wanted.keys():
+                continue  # evidence must itself speak of the question
+            around = heading.union(*terms[max(0, i - 1) : i + 2])
+            score = _score(wanted, terms[i], around) - RANK_PRIOR * hit.rank
+            if numeric and _new_numbers(sentence, question):
+                score += NUMBER_BONUS
+            found.append(Evidence(sentence, hit.chunk.source, hit.chunk.chunk_id, score))
+    return found
+
+
+def select(
+    query: str,
+    hits: list[Hit],
+    weights: TermWeights,
+    focus: str | None = None,
+    k: int = MAX_EVIDENCE,
+) -> list[Evidence]:
+    """The k best distinct sentences of `hits` for `query`, best first."""
+    wanted = question_terms(query, weights, focus)
+    ranked = sorted(_candidates(query, wanted, hits), key=lambda e: -e.score)
+    chosen: list[Evidence] = []
+    for evidence in ranked:
+        if evidence.quote not in {e.quote for e in chosen}:
+            chosen.append(evidence)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def unknown_specifics(query: str, weights: TermWeights) -> list[str]:
+    """Numbers and codes of the query (3090, 8x7b) that occur nowhere in the notes: the
+    notes cannot answer a question about a thing they never name."""
+    return [
+        t for t in dict.fromkeys(tokenize(query)) if _HAS_DIGIT.search(t) and not weights.known(t)
+    ]
+
+
+def coverage(query: str, hits: list[Hit], weights: TermWeights) -> float:
+    """The largest share of the question's term weight one retrieved chunk (with its
+    heading) holds: 1.0 when a chunk mentions every term, low when key terms are absent."""
+    wanted = question_terms(query, weights)
+    best = 0.0
+    for hit in hits:
+        terms = set(tokenize(hit.chunk.heading)) | set(tokenize(hit.chunk.text))
+        best = max(best, _share(wanted, terms))
+    return best

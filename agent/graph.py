@@ -1,0 +1,124 @@
+"""The agent graph, assembled in one place, and `Agent`, which runs one turn of it.
+
+    start -> retrieve -> select_evidence -> grade -> generate -> check -> remember
+                 ^                             |-> rewrite (once) -> retrieve
+                 |                             |-> quote_unreadable / abstain -> remember
+    start -> use_tool | chat -> remember
+
+Conversations are checkpointed by LangGraph (SQLite under BITRAG_HOME for a
+named session), so follow-ups resolve against earlier turns, also after a restart.
+"""
+
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from agent import nodes
+from agent.state import Context, State
+
+MIN_COVERAGE = 0.55  # share of the question's term weight one chunk must hold (dev split)
+Grade = Literal["generate", "quote_unreadable", "rewrite", "abstain"]
+
+
+def after_start(state: State) -> Literal["retrieve", "use_tool", "chat"]:
+    return {"docs": "retrieve", "tool": "use_tool", "chat": "chat"}[state["route"]]
+
+
+def grade(state: State, runtime: Runtime[Context]) -> Grade:
+    """Answer when the evidence covers the question; else search once more, then abstain."""
+    if state["evidence"] and state["coverage"] >= MIN_COVERAGE:
+        return "generate" if nodes.readable(state, runtime) else "quote_unreadable"
+    return "rewrite" if len(state["searched"]) < 2 else "abstain"
+
+
+def build_graph(checkpointer: BaseCheckpointSaver | None = None):
+    graph = StateGraph(State, context_schema=Context)
+    for node in (
+        nodes.start,
+        nodes.retrieve,
+        nodes.select_evidence,
+        nodes.rewrite,
+        nodes.generate,
+        nodes.check,
+        nodes.quote_unreadable,
+        nodes.abstain,
+        nodes.use_tool,
+        nodes.chat,
+        nodes.remember,
+    ):
+        graph.add_node(node.__name__, node)
+    graph.add_edge(START, "start")
+    graph.add_conditional_edges("start", after_start)
+    graph.add_edge("retrieve", "select_evidence")
+    graph.add_conditional_edges("select_evidence", grade)
+    graph.add_edge("rewrite", "retrieve")
+    graph.add_edge("generate", "check")
+    for last in ("check", "quote_unreadable", "abstain", "use_tool", "chat"):
+        graph.add_edge(last, "remember")
+    graph.add_edge("remember", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def mermaid() -> str:
+    return build_graph().get_graph().draw_mermaid()
+
+
+class Agent:
+    """One compiled graph over one context; `ask` runs a turn in a session (thread)."""
+
+    def __init__(self, context: Context, checkpointer: BaseCheckpointSaver | None = None):
+        self.context = context
+        self.graph = build_graph(checkpointer)
+        self._stateful = checkpointer is not None
+
+    def ask(
+        self,
+        question: str,
+        session: str = "default",
+        on_token: Callable[[str], None] | None = None,
+    ) -> dict:
+        """The DESIGN.md `ask` shape for one turn; `on_token` receives the streamed draft."""
+        config = {"configurable": {"thread_id": session}} if self._stateful else None
+        timings: dict[str, float] = {}
+        state: State = {}
+        begin = last = time.perf_counter()
+        stream = self.graph.stream(
+            {"question": question},
+            config,
+            context=self.context,
+            stream_mode=["updates", "custom"],
+        )
+        for kind, data in stream:
+            if kind == "custom":
+                if on_token:
+                    on_token(data["token"])
+                continue
+            now = time.perf_counter()
+            for node, update in data.items():
+                timings[f"{node}_s"] = timings.get(f"{node}_s", 0.0) + now - last
+                state |= update or {}
+            last = now
+        timings["total_s"] = time.perf_counter() - begin
+        return result(state, timings)
+
+
+def result(state: State, timings: dict[str, float]) -> dict:
+    mode = state["mode"]
+    return {
+        "answer": state["answer"],
+        "mode": mode,
+        "evidence": [e.as_dict() for e in state.get("evidence") or []],
+        "citations": state.get("citations") or [],
+        "abstained": mode == "abstained",
+        "route": state.get("route"),
+        "query": state.get("query"),
+        "searched": state.get("searched") or [],
+        "coverage": round(state.get("coverage") or 0.0, 4),
+        "tool": state.get("tool"),
+        "note": state.get("note") or "",
+        "timings": timings,
+    }

@@ -1,0 +1,153 @@
+"""The agent graph's nodes: each a small function from the state to a partial update.
+
+The run context (index, model, tools) arrives as `runtime.context`; see
+agent/state.py. Routing decisions between nodes live in agent/graph.py.
+"""
+
+from langgraph.config import get_stream_writer
+from langgraph.runtime import Runtime
+
+from agent import evidence as ev
+from agent import followup, prompts, routing, toolcall
+from agent.context import fit
+from agent.state import Context, State
+from agent.verify import verify
+from retrieval.tokenize import language, tokenize
+
+MAX_ANSWER_TOKENS = 96
+STOP = ["\n\n", "Question:", "<notes>"]
+REWRITE_DEPTH = 2  # the rewritten query looks twice as deep
+KOREAN_HINT = "`make install-qwen` adds a model that writes answers in Korean."
+
+
+def start(state: State) -> State:
+    """A new question: resolve follow-ups against the last turn, pick the route."""
+    history = state.get("history") or []
+    previous = history[-1]["query"] if history else None
+    question = state["question"]
+    return {
+        "route": routing.route(question),
+        "query": followup.resolve(question, previous),
+        "searched": [],
+        "hits": [],
+        "evidence": [],
+        "coverage": 0.0,
+        "unknown": [],
+        "draft": "",
+        "citations": [],
+        "tool": None,
+        "note": "",
+    }
+
+
+def retrieve(state: State, runtime: Runtime[Context]) -> State:
+    ctx = runtime.context
+    depth = REWRITE_DEPTH if state["searched"] else 1
+    hits = ctx.index.search(state["query"], ctx.k * depth, ctx.retriever)
+    return {"hits": hits, "searched": [*state["searched"], state["query"]]}
+
+
+def select_evidence(state: State, runtime: Runtime[Context]) -> State:
+    weights = runtime.context.weights
+    query, hits = state["query"], state["hits"]
+    focus = state["question"] if query != state["question"] else None
+    unknown = ev.unknown_specifics(state["question"], weights)
+    return {
+        "evidence": ev.select(query, hits, weights, focus),
+        "coverage": 0.0 if unknown else ev.coverage(query, hits, weights),
+        "unknown": unknown,
+    }
+
+
+def rewrite(state: State) -> State:
+    """Search once more with the question's content terms only, looking deeper."""
+    terms = dict.fromkeys(tokenize(state["query"]))
+    return {"query": " ".join(terms) or state["query"]}
+
+
+def readable(state: State, runtime: Runtime[Context]) -> bool:
+    """Whether the model reads the question and the best evidence."""
+    languages = runtime.context.model_languages
+    if languages is None:
+        return True
+    texts = [state["question"], state["evidence"][0].quote]
+    return all(language(t) in languages for t in texts)
+
+
+def generate(state: State, runtime: Runtime[Context]) -> State:
+    """A short answer from the numbered evidence, streamed to whoever listens."""
+    ctx = runtime.context
+    lang = language(state["question"])
+
+    def build(kept):
+        return prompts.answer_messages(state["question"], state["evidence"], kept, lang)
+
+    messages, _, _ = fit(ctx.llm, build, state["hits"], MAX_ANSWER_TOKENS)
+    write = get_stream_writer()
+    pieces = []
+    for piece in ctx.llm.stream(messages, MAX_ANSWER_TOKENS, STOP):
+        pieces.append(piece)
+        write({"token": piece})
+    return {"draft": "".join(pieces)}
+
+
+def check(state: State, runtime: Runtime[Context]) -> State:
+    """Keep a supported draft; otherwise answer with the quote and say why."""
+    quotes = [e.quote for e in state["evidence"]]
+    verdict = verify(state["draft"], state["question"], quotes, runtime.context.weights)
+    if not verdict.ok:
+        return quote(state) | {"note": f"the model's answer was not used: {verdict.reason}"}
+    return {
+        "answer": verdict.answer,
+        "mode": "generated",
+        "citations": _citations(state, verdict.cited),
+    }
+
+
+def quote(state: State) -> State:
+    """The best evidence sentence, verbatim, as the answer."""
+    best = state["evidence"][0]
+    return {"answer": f"{best.quote} [1]", "mode": "quoted", "citations": _citations(state, [1])}
+
+
+def quote_unreadable(state: State) -> State:
+    note = "the model does not read this language, so the answer is quoted from the notes"
+    if language(state["question"]) == "ko":
+        note += f"; {KOREAN_HINT}"
+    return quote(state) | {"note": note}
+
+
+def abstain(state: State) -> State:
+    searched = " | ".join(f'"{q}"' for q in state["searched"])
+    answer = f"The notes do not answer this. Searched for {searched}."
+    if state.get("unknown"):
+        answer += f" The notes never mention {', '.join(state['unknown'])}."
+    if state["hits"]:
+        closest = state["hits"][0].chunk
+        answer += f" Closest source: {closest.source} ({closest.chunk_id})."
+    return {"answer": answer, "mode": "abstained", "citations": [], "evidence": []}
+
+
+def use_tool(state: State, runtime: Runtime[Context]) -> State:
+    ctx = runtime.context
+    call = toolcall.choose(state["question"], ctx.tools, ctx.llm)
+    result = toolcall.run(call, ctx.tools)
+    return {"answer": result.answer, "mode": "generated", "tool": result.as_dict()}
+
+
+def chat(state: State, runtime: Runtime[Context]) -> State:
+    reply = runtime.context.llm.chat(prompts.chat_messages(state["question"]), 64, STOP)
+    return {"answer": reply.strip(), "mode": "generated"}
+
+
+def remember(state: State) -> State:
+    turn = {"question": state["question"], "query": state["query"], "answer": state["answer"]}
+    return {"history": [turn]}
+
+
+def _citations(state: State, numbers: list[int]) -> list[dict]:
+    given = state["evidence"]
+    return [
+        {"n": n, "source": given[n - 1].source, "chunk_id": given[n - 1].chunk_id}
+        for n in numbers
+    ]

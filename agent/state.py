@@ -1,0 +1,55 @@
+"""What flows through the agent graph: the state of one conversation and the run context.
+
+`State` is checkpointed per session, so `history` survives a restart; the other
+fields describe the current turn and are reset when a new question arrives.
+`Context` holds what the nodes use but never change: the index, the model, the
+tools and what the model can read.
+"""
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, Literal, TypedDict
+
+from langchain_core.tools import BaseTool
+
+from agent.evidence import Evidence, TermWeights
+from agent.llm import LLM
+from agent.routing import Route
+from retrieval.store import Hit, Index, Retriever
+
+Mode = Literal["generated", "quoted", "abstained"]
+
+
+class Turn(TypedDict):
+    question: str
+    query: str
+    answer: str
+
+
+class State(TypedDict, total=False):
+    question: str
+    history: Annotated[list[Turn], operator.add]
+    route: Route
+    query: str
+    searched: list[str]
+    hits: list[Hit]
+    evidence: list[Evidence]
+    coverage: float
+    unknown: list[str]
+    draft: str
+    answer: str
+    mode: Mode
+    citations: list[dict]
+    tool: dict | None
+    note: str
+
+
+@dataclass
+class Context:
+    index: Index
+    llm: LLM
+    weights: TermWeights
+    model_languages: frozenset[str] | None  # None: unknown, assume it reads everything
+    tools: list[BaseTool] = field(default_factory=list)
+    retriever: Retriever = "hybrid"
+    k: int = 5
