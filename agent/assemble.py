@@ -15,6 +15,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from agent.evidence import TermWeights
 from agent.graph import Agent
 from agent.llm import load_llm
+from agent.model_file import checked_model
 from agent.models import EMBEDDED_LANGUAGES
 from agent.registry import load_entries
 from agent.state import Context
@@ -63,9 +64,11 @@ def make_agent(
     llm_url: str | None = None,
     session: str | None = None,
 ) -> Agent:
+    if not llm_url:
+        checked_model(model)  # a bad model file is named now, not when first needed
     context = Context(
         index=index,
-        llm=load_llm(model, llm_url),
+        load_llm=lambda: load_llm(model, llm_url),
         weights=TermWeights(index.bm25),
         model_languages=model_languages(model, llm_url),
         tools=local_tools(),

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 from retrieval.bm25 import BM25
 from retrieval.store import Hit
 from retrieval.tokenize import has_hangul, tokenize
@@ -133,17 +135,21 @@ def sentences(text: str) -> list[str]:
 
 
 class TermWeights:
-    """Question-term weights from the index's BM25 idf; unseen terms weigh the maximum."""
+    """Question-term weights: log(1 + chunks / chunks holding the term), positive even in
+    a one-note index (where Okapi idf is negative for every term); a term the index has
+    never seen weighs as if half a chunk held it."""
 
     def __init__(self, bm25: BM25) -> None:
-        self._idf = dict(zip(bm25.vocab, bm25.idf, strict=True))
-        self._max = max(self._idf.values(), default=1.0)
+        n = bm25.n_chunks
+        weights = np.log1p(n / np.maximum(bm25.document_frequencies(), 1))
+        self._weight = dict(zip(bm25.vocab, weights.tolist(), strict=True))
+        self._unseen = float(np.log1p(n / 0.5))
 
     def weight(self, term: str) -> float:
-        return float(self._idf.get(term, self._max))
+        return self._weight.get(term, self._unseen)
 
     def known(self, term: str) -> bool:
-        return term in self._idf
+        return term in self._weight
 
 
 def _share(question: dict[str, float], terms: set[str]) -> float:

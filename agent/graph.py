@@ -120,5 +120,6 @@ def result(state: State, timings: dict[str, float]) -> dict:
         "coverage": round(state.get("coverage") or 0.0, 4),
         "tool": state.get("tool"),
         "note": state.get("note") or "",
+        "draft": state.get("draft") or "",
         "timings": timings,
     }

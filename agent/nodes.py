@@ -16,6 +16,7 @@ from retrieval.tokenize import language, tokenize
 
 MAX_ANSWER_TOKENS = 96
 STOP = ["\n\n", "Question:", "<notes>"]
+CONTEXT_CHUNKS = 2  # chunk text shown after the evidence (more costs prompt time, not accuracy)
 REWRITE_DEPTH = 2  # the rewritten query looks twice as deep
 KOREAN_HINT = "`make install-qwen` adds a model that writes answers in Korean."
 
@@ -82,7 +83,7 @@ def generate(state: State, runtime: Runtime[Context]) -> State:
     def build(kept):
         return prompts.answer_messages(state["question"], state["evidence"], kept, lang)
 
-    messages, _, _ = fit(ctx.llm, build, state["hits"], MAX_ANSWER_TOKENS)
+    messages, _, _ = fit(ctx.llm, build, state["hits"][:CONTEXT_CHUNKS], MAX_ANSWER_TOKENS)
     write = get_stream_writer()
     pieces = []
     for piece in ctx.llm.stream(messages, MAX_ANSWER_TOKENS, STOP):

@@ -2,12 +2,14 @@
 
 `State` is checkpointed per session, so `history` survives a restart; the other
 fields describe the current turn and are reset when a new question arrives.
-`Context` holds what the nodes use but never change: the index, the model, the
-tools and what the model can read.
+`Context` holds what the nodes use but never change: the index, the model (loaded
+on first use), the tools and what the model can read.
 """
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Literal, TypedDict
 
 from langchain_core.tools import BaseTool
@@ -47,9 +49,14 @@ class State(TypedDict, total=False):
 @dataclass
 class Context:
     index: Index
-    llm: LLM
+    load_llm: Callable[[], LLM]  # called once, when a node first needs the model
     weights: TermWeights
     model_languages: frozenset[str] | None  # None: unknown, assume it reads everything
     tools: list[BaseTool] = field(default_factory=list)
     retriever: Retriever = "hybrid"
     k: int = 5
+
+    @cached_property
+    def llm(self) -> LLM:
+        """The model, loaded on first use: a quoted or abstained answer never loads it."""
+        return self.load_llm()

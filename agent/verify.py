@@ -21,8 +21,10 @@ from retrieval.tokenize import tokenize
 _MARKER = re.compile(r"\[(\d+)\]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _PIECE = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+")
-NEAR = 3  # pieces on each side that say what a number counts
-RARE_IDF = 2.0  # terms rarer than this (idf) must be backed by the evidence
+NEAR = 3  # pieces on each side of a number in the answer that say what it counts
+EVIDENCE_NEAR = 5  # ... and in the evidence, which states it at more length
+RARE_WEIGHT = 2.5  # terms this rare (evidence.TermWeights) must be backed by the evidence
+_SUFFIXES = ("ing", "ed", "es", "e", "s")
 
 
 @dataclass(frozen=True)
@@ -54,17 +56,30 @@ def has_repeat(answer: str) -> bool:
     return len(keys) != len(set(keys))
 
 
+def _root(term: str) -> str:
+    """A crude English root, so "stored" matches "stores"; other terms stay as they are."""
+    if term.isascii() and term.isalpha() and len(term) > 4:
+        for suffix in _SUFFIXES:
+            if term.endswith(suffix):
+                return term[: -len(suffix)]
+    return term
+
+
+def _roots(text: str) -> set[str]:
+    return {_root(t) for t in tokenize(text)}
+
+
 def _pieces(text: str) -> list[str]:
     return [p.replace(",", "") for p in _PIECE.findall(_MARKER.sub(" ", text))]
 
 
-def _number_contexts(text: str) -> list[tuple[str, set[str]]]:
-    """Each number of `text` with the terms written within NEAR pieces of it."""
+def _number_contexts(text: str, near: int = NEAR) -> list[tuple[str, set[str]]]:
+    """Each number of `text` with the terms written within `near` pieces of it."""
     pieces = _pieces(text)
     found = []
     for i, piece in enumerate(pieces):
         if _NUMBER.fullmatch(piece):
-            window = " ".join(pieces[max(0, i - NEAR) : i + NEAR + 1])
+            window = " ".join(pieces[max(0, i - near) : i + near + 1])
             found.append((piece, {t for t in tokenize(window) if not _NUMBER.fullmatch(t)}))
     return found
 
@@ -74,7 +89,7 @@ def _bound(number: str, near: set[str], evidence: list[str], question: str) -> b
     one of the terms the answer puts next to it ("2 mantissa bits" needs a sentence where
     2 stands by "mantissa" or "bit"; a stray "2^-7" elsewhere does not count)."""
     for text in [*evidence, question]:
-        for other, around in _number_contexts(text):
+        for other, around in _number_contexts(text, EVIDENCE_NEAR):
             if other == number and (not near or near & around):
                 return True
     return False
@@ -87,8 +102,7 @@ def verify(answer: str, question: str, evidence: list[str], weights: TermWeights
     cited = sorted({int(n) for n in _MARKER.findall(text) if int(n) in given})
     bad_markers = [n for n in _MARKER.findall(text) if int(n) not in given]
     text = _MARKER.sub(lambda m: m.group(0) if int(m.group(1)) in given else "", text).strip()
-    support = " ".join(evidence)
-    support_terms = set(tokenize(support)) | set(tokenize(question))
+    support_terms = _roots(" ".join(evidence)) | _roots(question)
     new_terms = set(tokenize(_MARKER.sub("", text))) - set(tokenize(question))
 
     def fail(reason: str) -> Verdict:
@@ -98,24 +112,26 @@ def verify(answer: str, question: str, evidence: list[str], weights: TermWeights
         return fail("empty answer")
     if bad_markers:
         return fail(f"cites [{', '.join(bad_markers)}], which was not given")
-    if not new_terms & support_terms:
-        return fail("adds nothing that the evidence says")
     unbound = [n for n, near in _number_contexts(text) if not _bound(n, near, evidence, question)]
     if unbound:
         return fail(f"numbers not in the evidence with what they count: {', '.join(unbound)}")
-    rare = [
+    foreign = sorted(
         t
-        for t in new_terms - support_terms
-        if not weights.known(t) or weights.weight(t) >= RARE_IDF
-    ]
-    if rare:
-        return fail(f"terms not in the evidence: {', '.join(sorted(rare))}")
+        for t in new_terms
+        if _root(t) not in support_terms
+        and (not weights.known(t) or weights.weight(t) >= RARE_WEIGHT)
+    )
+    if foreign:
+        return fail(f"terms not in the evidence: {', '.join(foreign)}")
+    if not {_root(t) for t in new_terms} & support_terms:
+        return fail("adds nothing that the evidence says")
     return Verdict(True, "supported", text, _supporting(cited, new_terms, evidence))
 
 
 def _supporting(cited: list[int], new_terms: set[str], evidence: list[str]) -> list[int]:
     """The cited items that share the answer's new terms; when none does, the item that
     shares the most (so every citation points at text that supports the answer)."""
-    overlap = {n: len(new_terms & set(tokenize(e))) for n, e in enumerate(evidence, 1)}
+    roots = {_root(t) for t in new_terms}
+    overlap = {n: len(roots & _roots(e)) for n, e in enumerate(evidence, 1)}
     kept = [n for n in cited if overlap[n]]
     return kept or [max(overlap, key=lambda n: (overlap[n], -n))]

@@ -38,13 +38,17 @@ def cited_right(result: dict, question: Question) -> list[bool]:
     return [Path(c["source"]).name in question.sources for c in result["citations"]]
 
 
+def _no_model():
+    raise RuntimeError("the evidence-only row has no model")
+
+
 def make_agent(row: str, index: Index) -> Agent | None:
     from agent.assemble import make_agent as assemble
     from agent.assemble import session_store
 
     weights = TermWeights(index.bm25)
     if row == "evidence":
-        context = Context(index=index, llm=None, weights=weights, model_languages=frozenset())
+        context = Context(index, _no_model, weights, model_languages=frozenset())
         return Agent(context, session_store(None))
     if row == "qwen":
         from agent.registry import path_of

@@ -31,6 +31,14 @@ class BM25:
         """Okapi idf per vocabulary term, in `vocab` order."""
         return self._idf
 
+    @property
+    def n_chunks(self) -> int:
+        return self._saturation.shape[0]
+
+    def document_frequencies(self) -> np.ndarray:
+        """How many chunks hold each vocabulary term, in `vocab` order."""
+        return np.diff(self._saturation.indptr)
+
     @classmethod
     def build(cls, corpus_terms: list[list[str]]) -> "BM25":
         vocab: dict[str, int] = {}

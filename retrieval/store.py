@@ -146,7 +146,9 @@ class Index:
         else:
             weight = hybrid.dense_weight(query, self.embedder.languages)
             lexical = self.bm25.top(tokenize(query), hybrid.DEPTH)
-            dense = self._dense(query, hybrid.DEPTH, "faiss")
+            # the embedder (and torch) load only when its ranking can count
+            needed = weight > 0 or not lexical
+            dense = self._dense(query, hybrid.DEPTH, "faiss") if needed else []
             ranked = hybrid.fuse(lexical, dense, weight, k)
         return [Hit(rank, score, self.chunks[i]) for rank, (i, score) in enumerate(ranked, 1)]
 

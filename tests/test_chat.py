@@ -1,0 +1,66 @@
+"""`bitrag chat` for real: a subprocess in a pseudo-terminal, driven as a user would."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+PROMPT = "you> "
+
+
+@pytest.fixture
+def chat(home_with_sample_index: Path):
+    env = os.environ | {"BITRAG_HOME": str(home_with_sample_index), "TERM": "dumb"}
+    child = pexpect.spawn(
+        sys.executable, ["-m", "agent", "chat"], env=env, encoding="utf-8", timeout=240
+    )
+    child.expect_exact(PROMPT)
+    yield child
+    child.close(force=True)
+
+
+def test_chat_streams_answers_shows_sources_and_exits(chat):
+    chat.sendline("What are the sign, exponent and mantissa bit counts of bfloat16?")
+    chat.expect_exact('[1] "Format: bfloat16')
+    answer = chat.before
+    assert answer.strip(), "the answer (streamed, or quoted) comes before the evidence"
+    chat.expect_exact("number-formats-floating-point.md")
+    chat.expect_exact(PROMPT)
+    chat.sendline("/sources")
+    chat.expect(r"\[1\] \S*number-formats-floating-point\.md \(\S+#\d+\)")
+    chat.expect_exact(PROMPT)
+    chat.sendline("/help")
+    chat.expect_exact("/retriever NAME")
+    chat.expect_exact(PROMPT)
+    chat.sendline("/exit")
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert chat.exitstatus == 0
+
+
+def test_ctrl_c_stops_the_answer_and_keeps_the_session(chat):
+    chat.sendline("How many tokens are in GPT-2's byte-level BPE vocabulary?")
+    chat.expect_exact("50,257")  # answered, so the session has a turn to follow up on
+    chat.expect_exact(PROMPT)
+    chat.sendline("And what does the vocabulary of LLaMA hold, and how was it built?")
+    time.sleep(0.5)  # the question is being answered now
+    chat.sendcontrol("c")
+    chat.expect_exact("(stopped)", timeout=30)
+    chat.expect_exact(PROMPT)
+    chat.sendline("/sources")
+    chat.expect_exact("pretraining-language-models.md")  # the last finished answer's sources
+    chat.expect_exact(PROMPT)
+    chat.sendeof()
+    chat.expect(pexpect.EOF)
+
+
+def test_chat_reports_bad_commands_in_one_line(chat):
+    chat.sendline("/retriever nonsense")
+    chat.expect_exact("unknown or incomplete command: /retriever nonsense (try /help)")
+    chat.expect_exact(PROMPT)
+    chat.sendline("/retriever bm25")
+    chat.expect_exact("retriever: bm25")
+    chat.expect_exact(PROMPT)
