@@ -14,13 +14,12 @@ for. The same weighting decides whether to answer or abstain.
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from retrieval.bm25 import BM25
 from retrieval.store import Hit
-from retrieval.tokenize import has_hangul, tokenize
+from retrieval.tokenize import has_hangul, kiwi, tokenize
 
 MAX_EVIDENCE = 3
 NEIGHBOUR_WEIGHT = 0.75  # share of a term's weight earned when only a neighbour/heading holds it
@@ -57,13 +56,6 @@ class Evidence:
 
     def as_dict(self) -> dict:
         return {"quote": self.quote, "source": self.source, "chunk_id": self.chunk_id}
-
-
-@lru_cache(maxsize=1)
-def _kiwi():
-    from kiwipiepy import Kiwi
-
-    return Kiwi()
 
 
 def _clean(sentence: str) -> str:
@@ -127,7 +119,7 @@ def sentences(text: str) -> list[str]:
             continue
         line = lines[0]
         if has_hangul(line):
-            parts = [s.text for s in _kiwi().split_into_sents(line)]
+            parts = [s.text for s in kiwi().split_into_sents(line)]
         else:
             parts = _SENTENCE_END.split(line)
         out += [c for c in (_clean(p) for p in parts) if c]

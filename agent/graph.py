@@ -32,7 +32,8 @@ def grade(state: State, runtime: Runtime[Context]) -> Grade:
     """Answer when the evidence covers the question; else search once more, then abstain."""
     if state["evidence"] and state["coverage"] >= MIN_COVERAGE:
         return "generate" if nodes.readable(state, runtime) else "quote_unreadable"
-    return "rewrite" if len(state["searched"]) < 2 else "abstain"
+    # a rewrite cannot find what the notes never name
+    return "rewrite" if len(state["searched"]) < 2 and not state["unknown"] else "abstain"
 
 
 def build_graph(checkpointer: BaseCheckpointSaver | None = None):

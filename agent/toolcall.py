@@ -7,6 +7,7 @@ small model cannot produce a malformed call. Every result names its tool and
 arguments, which the answer shows as its provenance.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from langchain_core.tools import BaseTool
@@ -66,7 +67,9 @@ def call_schema(tools: list[BaseTool]) -> dict:
     }
 
 
-def choose(message: str, tools: list[BaseTool], llm: LLM) -> ToolCall:
+def choose(message: str, tools: list[BaseTool], llm: Callable[[], LLM]) -> ToolCall:
+    """The call for `message`: by rule when it writes an expression, else by the model
+    (`llm` is called only then, so a rule-made call never loads a model)."""
     names = {t.name for t in tools}
     if not tools:
         raise UserError("no tools are available")
@@ -77,7 +80,7 @@ def choose(message: str, tools: list[BaseTool], llm: LLM) -> ToolCall:
         {"role": "system", "content": CHOOSE_SYSTEM},
         {"role": "user", "content": message},
     ]
-    value = generate_json(llm, messages, call_schema(tools))
+    value = generate_json(llm(), messages, call_schema(tools))
     return ToolCall(value["tool"], value["args"], "model")
 
 

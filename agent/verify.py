@@ -19,6 +19,7 @@ from agent.evidence import TermWeights, sentences
 from retrieval.tokenize import tokenize
 
 _MARKER = re.compile(r"\[(\d+)\]")
+_LEADING_MARKERS = re.compile(r"^(\s*\[\d+\])+\s*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _PIECE = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+")
 NEAR = 3  # pieces on each side of a number in the answer that say what it counts
@@ -54,6 +55,14 @@ def drop_repeats(answer: str) -> str:
 def has_repeat(answer: str) -> bool:
     keys = [_key(s) for s in sentences(answer)]
     return len(keys) != len(set(keys))
+
+
+def _markers_last(text: str) -> str:
+    """ "[1] The answer." reads as "The answer. [1]"."""
+    lead = _LEADING_MARKERS.match(text)
+    if not lead or lead.end() == len(text):
+        return text
+    return f"{text[lead.end():]} {''.join(lead.group(0).split())}"
 
 
 def _root(term: str) -> str:
@@ -102,6 +111,7 @@ def verify(answer: str, question: str, evidence: list[str], weights: TermWeights
     cited = sorted({int(n) for n in _MARKER.findall(text) if int(n) in given})
     bad_markers = [n for n in _MARKER.findall(text) if int(n) not in given]
     text = _MARKER.sub(lambda m: m.group(0) if int(m.group(1)) in given else "", text).strip()
+    text = _markers_last(text)
     support_terms = _roots(" ".join(evidence)) | _roots(question)
     new_terms = set(tokenize(_MARKER.sub("", text))) - set(tokenize(question))
 

@@ -1,9 +1,11 @@
 """Read documents from disk (txt, md, pdf, html), skipping and reporting files that cannot be used.
 
 Each file is read once as bytes: the sha256 of those bytes decides whether an
-unchanged file can be skipped before any parsing happens.
+unchanged file can be skipped before any parsing happens. A document is named by its
+resolved path, so the same file reached through a symlink or `..` is one document.
 """
 
+import errno
 import hashlib
 import logging
 import os
@@ -33,7 +35,7 @@ class Page:
 
 @dataclass(frozen=True)
 class Document:
-    source: str  # absolute path: the document's identity in the index
+    source: str  # resolved absolute path: the document's identity in the index
     kind: str
     pages: list[Page]
 
@@ -42,6 +44,7 @@ class Document:
 class Skipped:
     path: str
     reason: str
+    unreadable: str | None = None  # why a file that still exists could not be read this time
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,24 @@ class RawFile:
 
 
 def iter_candidates(roots: list[Path]) -> Iterator[Path]:
+    """Each file under the roots once, by its resolved path (a symlink loop stays as it is)."""
+    seen: set[Path] = set()
+    for path in _walk(roots):
+        real = resolved(path)
+        if real not in seen:
+            seen.add(real)
+            yield real
+
+
+def resolved(path: Path) -> Path:
+    """The path with symlinks and `..` resolved: a document's identity."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # a symlink loop: read_raw reports it
+        return path
+
+
+def _walk(roots: list[Path]) -> Iterator[Path]:
     """Files under the roots (not following directory symlinks, skipping hidden entries)."""
     for root in roots:
         if not root.is_dir():
@@ -74,12 +95,21 @@ def read_raw(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> RawFile | Skippe
             return Skipped(str(path), f"too large: {size} bytes (limit {max_bytes})")
         data = path.read_bytes()
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP
-            return Skipped(str(path), "symlink loop")
-        return Skipped(str(path), f"unreadable: {exc.strerror or exc}")
+        return _unreadable(path, exc)
+    if not data:  # possibly caught mid-rewrite
+        return Skipped(str(path), "empty", unreadable="empty")
     if not data.strip():
         return Skipped(str(path), "empty")
     return RawFile(path, data, hashlib.sha256(data).hexdigest())
+
+
+def _unreadable(path: Path, exc: OSError) -> Skipped:
+    if exc.errno == errno.ELOOP:
+        return Skipped(str(path), "symlink loop")
+    cause = exc.strerror or str(exc)
+    if exc.errno == errno.ENOENT:  # gone (or a dangling symlink): nothing left to keep
+        return Skipped(str(path), f"unreadable: {cause}")
+    return Skipped(str(path), f"unreadable: {cause}", unreadable=cause)
 
 
 def parse(raw: RawFile) -> Document | Skipped:

@@ -7,6 +7,13 @@ Layout of an index directory:
                    bm25.npz       BM25 matrix                  embeddings.npy / faiss.index
     .lock          held while ingesting, so two writers never interleave
 A crash or kill mid-ingest leaves CURRENT pointing at the previous complete generation.
+
+Keep-two-generations rule: after switching CURRENT, an ingest deletes every numbered
+generation except the new one and the one CURRENT named before, so a reader that loaded the
+previous generation can still read its lazily loaded parts. Names that are not gen-<number>
+are ignored. A reader whose generation vanished between reading CURRENT and reading its files
+reads CURRENT once more. When CURRENT's generation is corrupt but another one is intact, the
+error points at that one instead of advising to delete the index.
 """
 
 import fcntl
@@ -29,7 +36,16 @@ from retrieval.chunking import Chunk
 from retrieval.dense import ExactDense, FaissDense
 from retrieval.embedder import Embedder, embed, resolve_embedder
 from retrieval.errors import UserError
-from retrieval.loaders import DEFAULT_MAX_BYTES, Document, RawFile, iter_candidates, parse, read_raw
+from retrieval.loaders import (
+    DEFAULT_MAX_BYTES,
+    Document,
+    RawFile,
+    Skipped,
+    iter_candidates,
+    parse,
+    read_raw,
+    resolved,
+)
 from retrieval.tokenize import tokenize
 
 FORMAT_VERSION = 3
@@ -59,8 +75,66 @@ class IngestReport:
         return asdict(self)
 
 
+PARTS = (
+    "manifest.json",
+    "chunks.jsonl",
+    "terms.jsonl",
+    "bm25.npz",
+    "embeddings.npy",
+    "faiss.index",
+)
+READ_ERRORS = (OSError, ValueError, TypeError, KeyError)
+
+
+class GenerationReplaced(UserError):
+    """The generation being read was deleted because newer ingests replaced it."""
+
+
+def _generations(directory: Path) -> list[Path]:
+    """The numbered generation directories, oldest first; stray names like gen-abc are ignored."""
+    found = [(int(p.name[4:]), p) for p in directory.glob("gen-*") if p.name[4:].isdigit()]
+    return [p for _, p in sorted(found)]
+
+
+def _current_name(directory: Path) -> str | None:
+    current = directory / "CURRENT"
+    return current.read_text().strip() if current.is_file() else None
+
+
 def _rebuild_hint(directory: Path) -> str:
     return f"delete {directory} and run `bitrag ingest PATH --index {directory}` to rebuild it"
+
+
+def _intact(generation: Path) -> bool:
+    if not all((generation / part).is_file() for part in PARTS):
+        return False
+    try:
+        Index.read(generation)
+    except (UserError, *READ_ERRORS):
+        return False
+    return True
+
+
+def _repair_hint(directory: Path, broken: str) -> str:
+    """Go back to an intact generation when one is left; only otherwise rebuild."""
+    for generation in reversed(_generations(directory)):
+        if generation.name != broken and _intact(generation):
+            return (
+                f"its generation {generation.name} is intact: write `{generation.name}` into "
+                f"{directory / 'CURRENT'} to use it, then run `bitrag ingest` again"
+            )
+    return _rebuild_hint(directory)
+
+
+def _read_error(directory: Path, name: str, reason: str) -> UserError:
+    """Why generation `name` could not be read: replaced by newer ingests meanwhile, or corrupt."""
+    if not (directory / name).is_dir() and _current_name(directory) != name:
+        return GenerationReplaced(
+            f"the index at {directory} was replaced by newer ingests while it was being read; "
+            "run the command again"
+        )
+    hint = _repair_hint(directory, name)
+    return UserError(f"index at {directory} is corrupt ({reason}); {hint}")
 
 
 class Index:
@@ -77,35 +151,45 @@ class Index:
 
     @classmethod
     def load(cls, directory: Path) -> "Index":
-        current = directory / "CURRENT"
-        if not current.is_file():
+        """The generation CURRENT names; if an ingest replaced it meanwhile, read CURRENT again."""
+        try:
+            return cls._load_current(directory)
+        except GenerationReplaced:
+            return cls._load_current(directory)
+
+    @classmethod
+    def _load_current(cls, directory: Path) -> "Index":
+        name = _current_name(directory)
+        if name is None:
             hint = f"run `bitrag ingest PATH --index {directory}`"
             raise UserError(f"no index at {directory}: {hint}")
-        generation = directory / current.read_text().strip()
         try:
-            manifest = json.loads((generation / "manifest.json").read_text(encoding="utf-8"))
-            version = manifest.get("format_version")
-            if version != FORMAT_VERSION:
-                raise UserError(
-                    f"index at {directory} has format {version}, this bitrag reads "
-                    f"{FORMAT_VERSION}; {_rebuild_hint(directory)}"
-                )
-            with (generation / "chunks.jsonl").open(encoding="utf-8") as f:
-                chunks = [Chunk(**json.loads(line)) for line in f]
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+            return cls.read(directory / name)
+        except READ_ERRORS as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            hint = _rebuild_hint(directory)
-            raise UserError(f"index at {directory} is corrupt ({reason}); {hint}") from None
+            raise _read_error(directory, name, reason) from None
+
+    @classmethod
+    def read(cls, generation: Path) -> "Index":
+        """One generation's manifest and chunks (its other parts load when first used)."""
+        manifest = json.loads((generation / "manifest.json").read_text(encoding="utf-8"))
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            directory = generation.parent
+            raise UserError(
+                f"index at {directory} has format {version}, this bitrag reads "
+                f"{FORMAT_VERSION}; {_rebuild_hint(directory)}"
+            )
+        with (generation / "chunks.jsonl").open(encoding="utf-8") as f:
+            chunks = [Chunk(**json.loads(line)) for line in f]
         return cls(generation, manifest, chunks)
 
     def _part(self, loader: Callable[[Path], object], name: str):
         try:
             return loader(self.generation / name)
         except (OSError, ValueError, RuntimeError) as exc:
-            directory = self.generation.parent
-            raise UserError(
-                f"index at {directory} is corrupt ({name}: {exc}); {_rebuild_hint(directory)}"
-            ) from None
+            directory, generation = self.generation.parent, self.generation.name
+            raise _read_error(directory, generation, f"{name}: {exc}") from None
 
     @cached_property
     def bm25(self) -> BM25:
@@ -172,7 +256,7 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def _under(source: str, roots: list[Path]) -> bool:
-    path = Path(source)
+    path = resolved(Path(source))
     return any(path == root or root in path.parents for root in roots)
 
 
@@ -185,32 +269,64 @@ class IndexRows:
     vectors: list[np.ndarray] = field(default_factory=list)
 
 
-def _scan(roots, old_docs, max_bytes, report, progress) -> tuple[dict[str, str], list[Document]]:
+@dataclass
+class _Scan:
+    """What one ingest found under its roots: every document it keeps and the ones to parse."""
+
+    old_docs: dict[str, str]
+    report: IngestReport
+    docs: dict[str, str] = field(default_factory=dict)  # source -> sha256
+    owners: dict[str, str] = field(default_factory=dict)  # sha256 -> source taken first
+    fresh: list[Document] = field(default_factory=list)
+
+    def skip(self, skipped: Skipped) -> None:
+        """Report a file; one that is still there but unreadable now keeps its old chunks."""
+        previous = self.old_docs.get(skipped.path)
+        reason = skipped.reason
+        if skipped.unreadable and previous:
+            self._take(skipped.path, previous)
+            reason = f"kept (unreadable now: {skipped.unreadable})"
+        self.report.skipped.append({"path": skipped.path, "reason": reason})
+
+    def add(self, raw: RawFile) -> None:
+        source = str(raw.path)
+        if raw.sha256 in self.owners:
+            reason = f"duplicate of {self.owners[raw.sha256]}"
+            self.report.skipped.append({"path": source, "reason": reason})
+        elif self.old_docs.get(source) == raw.sha256:
+            self.report.unchanged += 1
+            self._take(source, raw.sha256)
+        else:
+            self._parse(raw)
+
+    def _parse(self, raw: RawFile) -> None:
+        parsed = parse(raw)
+        if isinstance(parsed, Skipped):
+            self.skip(parsed)
+            return
+        self.report.updated += parsed.source in self.old_docs
+        self.report.added += parsed.source not in self.old_docs
+        self.fresh.append(parsed)
+        self._take(parsed.source, raw.sha256)
+
+    def _take(self, source: str, sha256: str) -> None:
+        self.docs[source] = sha256
+        self.owners.setdefault(sha256, source)
+
+
+def _scan(roots, old_docs, max_bytes, report, progress) -> _Scan:
     """Hash every candidate file; parse only the new and changed ones."""
     files = list(iter_candidates(roots))
-    docs: dict[str, str] = {}
-    fresh: list[Document] = []
+    scan = _Scan(old_docs, report)
     for n, path in enumerate(files, 1):
         if progress:
             progress("reading", n, len(files))
-        raw = read_raw(path.absolute(), max_bytes)
-        if not isinstance(raw, RawFile):
-            report.skipped.append({"path": raw.path, "reason": raw.reason})
-            continue
-        source = str(raw.path)
-        if old_docs.get(source) == raw.sha256:
-            docs[source] = raw.sha256
-            report.unchanged += 1
-            continue
-        parsed = parse(raw)
-        if not isinstance(parsed, Document):
-            report.skipped.append({"path": parsed.path, "reason": parsed.reason})
-            continue
-        docs[source] = raw.sha256
-        report.updated += source in old_docs
-        report.added += source not in old_docs
-        fresh.append(parsed)
-    return docs, fresh
+        raw = read_raw(path, max_bytes)
+        if isinstance(raw, RawFile):
+            scan.add(raw)
+        else:
+            scan.skip(raw)
+    return scan
 
 
 def ingest(
@@ -220,10 +336,10 @@ def ingest(
     progress: Progress | None = None,
 ) -> IngestReport:
     """Add, update or remove the documents under `paths`; unchanged ones keep their chunks."""
-    roots = [p.absolute() for p in paths]
-    for root in roots:
-        if not root.exists():
-            raise UserError(f"no such file or directory: {root}")
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"no such file or directory: {path.absolute()}")
+    roots = [resolved(p) for p in paths]
     embedder = resolve_embedder()
     with _locked(directory):
         old = Index.load(directory) if (directory / "CURRENT").is_file() else None
@@ -231,7 +347,8 @@ def ingest(
             old.require_embedder(embedder)
         old_docs = old.docs if old else {}
         report = IngestReport()
-        scanned, fresh = _scan(roots, old_docs, max_bytes, report, progress)
+        scan = _scan(roots, old_docs, max_bytes, report, progress)
+        scanned, fresh = scan.docs, scan.fresh
         report.removed = sum(1 for s in old_docs if _under(s, roots) and s not in scanned)
         if old and not fresh and not report.removed:  # nothing changed: keep the generation
             report.chunks = len(old.chunks)
@@ -279,10 +396,11 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def write_generation(directory: Path, rows: IndexRows, docs: dict, embedder: Embedder) -> None:
-    """Write every part of a new generation, then point CURRENT at it and drop older ones."""
-    existing = sorted(p.name for p in directory.glob("gen-*"))
-    number = int(existing[-1].split("-")[1]) + 1 if existing else 1
+    """Write every part of a new generation, point CURRENT at it, keep it and the one before."""
+    existing = _generations(directory)
+    number = int(existing[-1].name[4:]) + 1 if existing else 1
     gen = directory / f"gen-{number:06d}"
+    previous = _current_name(directory)
     vectors = np.vstack(rows.vectors) if rows.vectors else embed([], embedder)
 
     def jsonl(items) -> bytes:
@@ -302,8 +420,9 @@ def write_generation(directory: Path, rows: IndexRows, docs: dict, embedder: Emb
     }
     write_json(gen / "manifest.json", manifest)
     write_bytes(directory / "CURRENT", gen.name.encode())
-    for name in existing:
-        shutil.rmtree(directory / name, ignore_errors=True)
+    for old in existing:
+        if old.name != previous:  # readers may still be using the previous generation
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def open_index(directory: Path, default_corpus: Path | None = None) -> Index:

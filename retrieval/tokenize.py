@@ -26,7 +26,8 @@ _STOP_WORDS = frozenset(
 
 
 @lru_cache(maxsize=1)
-def _kiwi() -> Kiwi:
+def kiwi() -> Kiwi:
+    """The process's one Kiwi analyzer (loading one takes about a second)."""
     return Kiwi()
 
 
@@ -57,7 +58,7 @@ def english_terms(text: str) -> list[str]:
 
 def korean_terms(text: str) -> list[str]:
     """Kiwi content morphemes of the Hangul part, plus the English terms of the Latin part."""
-    morphemes = [t.form for t in _kiwi().tokenize(text) if t.tag.startswith(_KIWI_CONTENT)]
+    morphemes = [t.form for t in kiwi().tokenize(text) if t.tag.startswith(_KIWI_CONTENT)]
     return morphemes + english_terms(text)
 
 
