@@ -42,8 +42,15 @@ def _index_dir(index: str | None) -> Path:
 
 @click.group(cls=BitragGroup)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def cli(debug: bool) -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    help="llama.cpp threads (or $BITRAG_THREADS; default: the cores idle right now).",
+)
+def cli(debug: bool, threads: int | None) -> None:
     """Private, offline question answering over your own documents."""
+    if threads:
+        os.environ["BITRAG_THREADS"] = str(threads)
 
 
 @cli.command()
@@ -61,7 +68,9 @@ def doctor(model: str | None, index: str | None, as_json: bool) -> None:
         click.echo(f"model:    {report['model']['path']} sha256_ok={report['model']['sha256_ok']}")
         click.echo(f"embedder: {report['embedder']['path']}")
         click.echo(f"index:    {report['index']['path']} ({report['index']['status']})")
-        click.echo(f"llama.cpp: {report['llama_cpp']['system_info']}")
+        llama = report["llama_cpp"]
+        click.echo(f"llama.cpp: {llama['system_info']}")
+        click.echo(f"threads:  {llama['threads']} ({llama['threads_from']})")
         for problem in report["problems"]:
             click.echo(f"PROBLEM: {problem['what']} -> {problem['fix']}")
         click.echo("all good" if report["ok"] else f"{len(report['problems'])} problem(s)")
@@ -305,6 +314,7 @@ def serve_llm(model: str | None, host: str, port: int, api_key: str | None) -> N
     """Serve the model over an OpenAI-compatible HTTP API (llama_cpp.server)."""
     from agent.llm import N_CTX, SEED
     from agent.model_file import checked_model
+    from agent.threads import threads
 
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         raise UserError(f"refusing to serve on {host} without --api-key (or BITRAG_LLM_API_KEY)")
@@ -315,7 +325,7 @@ def serve_llm(model: str | None, host: str, port: int, api_key: str | None) -> N
         "port": port,
         "n_ctx": N_CTX,
         "seed": SEED,
-        "n_threads": os.cpu_count() or 1,
+        "n_threads": threads(),
     }  # the in-process model's settings
     command = [sys.executable, "-m", "llama_cpp.server"]
     for key, value in settings.items():

@@ -6,6 +6,7 @@ from importlib import metadata
 from pathlib import Path
 
 from agent.model_file import REINSTALL_HINT, inspect_gguf, resolve_model, sha256_ok
+from agent.threads import configured, idle_cores
 from retrieval.embedder import resolve_embedder
 from retrieval.errors import UserError
 from retrieval.store import Index
@@ -69,7 +70,7 @@ def _index(directory: Path, problems: list[dict]) -> dict:
     try:
         index = Index.load(directory)
     except UserError as exc:
-        problems.append({"what": str(exc), "fix": f"delete {directory} and ingest again"})
+        problems.append({"what": str(exc), "fix": "follow the advice at the end of the message"})
         return report | {"status": "corrupt"}
     return report | {"status": "ok", "documents": len(index.docs), "chunks": len(index.chunks)}
 
@@ -80,6 +81,14 @@ def _llama_system_info() -> str:
     return llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
 
 
+def _threads() -> dict:
+    chosen = configured()
+    return {
+        "threads": chosen or idle_cores(),
+        "threads_from": "BITRAG_THREADS" if chosen else "cores idle now",
+    }
+
+
 def diagnose(model: str | None, index_dir: Path) -> dict:
     problems: list[dict] = []
     report = {
@@ -88,7 +97,7 @@ def diagnose(model: str | None, index_dir: Path) -> dict:
         "libraries": {name: _version(name) for name in LIBRARIES},
         "model": _model(model, problems),
         "embedder": _embedder(problems),
-        "llama_cpp": {"system_info": _llama_system_info()},
+        "llama_cpp": {"system_info": _llama_system_info(), **_threads()},
         "index": _index(index_dir, problems),
     }
     missing = [name for name, version in report["libraries"].items() if version is None]

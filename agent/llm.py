@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.model_file import checked_model
+from agent.threads import threads
 from retrieval.errors import UserError
 
 N_CTX = 2048
@@ -69,13 +70,24 @@ class LocalLLM:
         self.name = path.name
         self.n_ctx = n_ctx
         self._lock = threading.Lock()
+        self.threads = threads()
         self._llama = Llama(
             model_path=str(path),
             n_ctx=n_ctx,
-            n_threads=os.cpu_count() or 1,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
             seed=SEED,
             verbose=False,
         )
+
+    def _fit_threads(self) -> None:
+        """Follow the machine's load: fewer threads while other jobs hold cores."""
+        wanted = threads()
+        if wanted != self.threads:
+            from llama_cpp import llama_set_n_threads
+
+            llama_set_n_threads(self._llama.ctx, wanted, wanted)
+            self.threads = wanted
 
     def chat(
         self,
@@ -85,6 +97,7 @@ class LocalLLM:
         schema: dict | None = None,
     ) -> str:
         with self._lock:
+            self._fit_threads()
             out = self._llama.create_chat_completion(
                 messages=messages,
                 response_format=_response_format(schema),
@@ -97,6 +110,7 @@ class LocalLLM:
     ) -> Iterator[str]:
         """Text pieces as they are generated; the model stays locked until the stream ends."""
         with self._lock:
+            self._fit_threads()
             for part in self._llama.create_chat_completion(
                 messages=messages, stream=True, **sampling(max_tokens, stop)
             ):

@@ -9,7 +9,6 @@ prompt tokens / time to first token; generation speed is the tokens after the fi
 each load the model one way and generate once.
 """
 
-import os
 import statistics
 import subprocess
 import sys
@@ -92,8 +91,8 @@ def bench(model: str | None = None, runs: int = 3) -> dict:
     from llama_cpp import Llama
 
     path = checked_model(model).path
-    threads = os.cpu_count() or 1
     ours = LocalLLM(path)
+    threads = ours.threads
     chat = BitragChatModel(llm=ours, max_tokens=MAX_TOKENS)
     raw = Llama(model_path=str(path), n_ctx=N_CTX, n_threads=threads, seed=SEED, verbose=False)
     rows: dict[str, list[tuple[float, float, int, int]]] = {"ours": [], "raw": []}

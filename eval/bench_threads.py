@@ -36,7 +36,7 @@ def _measure(llama, runs: int) -> dict:
         llama.eval(tokens)
         prompt.append(len(tokens) / (time.perf_counter() - start))
         start = time.perf_counter()
-        for n, _token in enumerate(llama.generate([], temp=0.0), 1):
+        for n, _token in enumerate(llama.generate(tokens, temp=0.0), 1):  # prefix reused
             if n == GEN_TOKENS:
                 break
         gen.append(GEN_TOKENS / (time.perf_counter() - start))

@@ -15,10 +15,11 @@ from retrieval.store import ingest
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own BITRAG_HOME and no model/embedder overrides from the shell."""
+    """Every test gets its own BITRAG_HOME and no model/embedder/thread overrides from the shell."""
     monkeypatch.setenv("BITRAG_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("BITRAG_MODEL", raising=False)
     monkeypatch.delenv("BITRAG_EMBEDDER", raising=False)
+    monkeypatch.setenv("BITRAG_THREADS", "")  # restored after the test, even if --threads set it
     return tmp_path / "home"
 
 

@@ -1,0 +1,42 @@
+"""How many threads llama.cpp may use: BITRAG_THREADS, else the cores idle right now.
+
+Measured on this 2-core machine (eval/bench_threads.py, SmolLM2-135M): idle, 2
+threads gave 327 prompt / 109 generated tokens/s against 174 / 52 with 1; with
+two CPU-bound processes beside it, 2 threads fell to 55 / 23 while 1 thread kept
+110 / 42. llama.cpp's threads wait for each other, so a thread that gets no
+core stalls all of them. The default therefore counts the cores nobody else is
+running on (Linux /proc/loadavg, the runnable-task count) and is re-checked
+before every request, so a job that starts later slows bitrag down, not to a crawl.
+"""
+
+import os
+from pathlib import Path
+
+from retrieval.errors import UserError
+
+LOADAVG = Path("/proc/loadavg")
+
+
+def configured() -> int | None:
+    """BITRAG_THREADS (also set by `bitrag --threads N`), validated; None when unset."""
+    value = os.environ.get("BITRAG_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"BITRAG_THREADS must be a whole number of threads >= 1, not {value!r}")
+    return int(value)
+
+
+def idle_cores() -> int:
+    """Cores not running another task now (at least 1, at most all of them)."""
+    cores = os.cpu_count() or 1
+    try:
+        running = int(LOADAVG.read_text().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return cores
+    others = max(0, running - 1)  # the reading process itself is running
+    return max(1, min(cores, cores - others))
+
+
+def threads() -> int:
+    return configured() or idle_cores()
