@@ -5,7 +5,7 @@ threads gave 327 prompt / 109 generated tokens/s against 174 / 52 with 1; with
 two CPU-bound processes beside it, 2 threads fell to 55 / 23 while 1 thread kept
 110 / 42. llama.cpp's threads wait for each other, so a thread that gets no
 core stalls all of them. The default therefore counts the cores nobody else is
-running on (Linux /proc/loadavg, the runnable-task count) and is re-checked
+running on (Linux /proc/loadavg's runnable tasks, less this process's own) and is re-checked
 before every request, so a job that starts later slows bitrag down, not to a crawl.
 """
 
@@ -27,14 +27,26 @@ def configured() -> int | None:
     return int(value)
 
 
+def _own_running() -> int:
+    """Threads of this process that are running now (torch's pool may still be spinning
+    after an embedding; that is bitrag's own work, not another job's)."""
+    running = 0
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        try:
+            running += stat.read_text().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            continue
+    return max(1, running)  # at least the thread reading this
+
+
 def idle_cores() -> int:
-    """Cores not running another task now (at least 1, at most all of them)."""
+    """Cores not running another process's task now (at least 1, at most all of them)."""
     cores = os.cpu_count() or 1
     try:
         running = int(LOADAVG.read_text().split()[3].split("/")[0])
     except (OSError, IndexError, ValueError):
         return cores
-    others = max(0, running - 1)  # the reading process itself is running
+    others = max(0, running - _own_running())
     return max(1, min(cores, cores - others))
 
 
