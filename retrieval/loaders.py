@@ -9,6 +9,7 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -90,17 +91,37 @@ def read_raw(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> RawFile | Skippe
     if path.suffix.lower() not in KINDS:
         return Skipped(str(path), f"unsupported file type '{path.suffix or path.name}'")
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            return Skipped(str(path), f"too large: {size} bytes (limit {max_bytes})")
-        data = path.read_bytes()
+        data = _read_regular(path, max_bytes)
     except OSError as exc:
         return _unreadable(path, exc)
+    if isinstance(data, Skipped):
+        return data
     if not data:  # possibly caught mid-rewrite
         return Skipped(str(path), "empty", unreadable="empty")
     if not data.strip():
         return Skipped(str(path), "empty")
     return RawFile(path, data, hashlib.sha256(data).hexdigest())
+
+
+def _kind_of(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+    return next((name for test, name in kinds if test(mode)), "a device")
+
+
+def _read_regular(path: Path, max_bytes: int) -> bytes | Skipped:
+    """At most max_bytes of a regular file. Opened without blocking and checked on the open
+    descriptor, so a FIFO named notes.md or a link to /dev/zero is skipped, never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return Skipped(str(path), f"not a regular file ({_kind_of(info.st_mode)})")
+        if info.st_size > max_bytes:
+            return Skipped(str(path), f"too large: {info.st_size} bytes (limit {max_bytes})")
+        data = f.read(max_bytes + 1)  # the file may have grown since
+    if len(data) > max_bytes:
+        return Skipped(str(path), f"too large: over {max_bytes} bytes (limit {max_bytes})")
+    return data
 
 
 def _unreadable(path: Path, exc: OSError) -> Skipped:
