@@ -101,11 +101,23 @@ def ingest(paths: tuple[str, ...], index: str | None, max_mb: int, as_json: bool
     report = run_ingest(roots, _index_dir(index), max_mb * 1024 * 1024, _show_progress).as_dict()
     if as_json:
         _print_json(report)
-        return
-    counts = ("added", "updated", "unchanged", "removed", "chunks")
-    click.echo(", ".join(f"{key} {report[key]}" for key in counts))
-    for skipped in report["skipped"]:
-        click.echo(f"skipped {skipped['path']}: {skipped['reason']}")
+    else:
+        counts = ("added", "updated", "unchanged", "removed", "chunks")
+        click.echo(", ".join(f"{key} {report[key]}" for key in counts))
+        for skipped in report["skipped"]:
+            click.echo(f"skipped {skipped['path']}: {skipped['reason']}", err=True)
+    if _indexed_nothing(report):
+        where = ", ".join(paths)
+        if report["skipped"]:
+            raise UserError(f"nothing under {where} could be indexed: every file was skipped")
+        raise UserError(f"no supported files (.txt .md .pdf .html) under {where}")
+
+
+def _indexed_nothing(report: dict) -> bool:
+    """No document of these paths is in the index now and none was removed from it."""
+    kept = any(s["reason"].startswith("kept") for s in report["skipped"])
+    touched = ("added", "updated", "unchanged", "removed")
+    return not kept and not any(report[key] for key in touched)
 
 
 @cli.command()

@@ -36,3 +36,19 @@ def test_a_fifo_given_directly_is_skipped(tmp_path, home):
     os.mkfifo(fifo)
     report = _ingest(fifo, tmp_path / "index", home)
     assert report["skipped"] == [{"path": str(fifo), "reason": "not a regular file (a FIFO)"}]
+
+
+def test_an_ingest_that_indexes_nothing_fails_with_one_line(run, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "blob.txt").write_bytes(b"\x00\x01\x02")
+    result = run("ingest", str(notes), "--index", str(tmp_path / "index"))
+    assert result.exit_code == 1
+    assert result.stdout == "added 0, updated 0, unchanged 0, removed 0, chunks 0\n"
+    assert result.stderr.splitlines() == [
+        f"skipped {notes / 'blob.txt'}: binary content",
+        f"Error: nothing under {notes} could be indexed: every file was skipped",
+    ]
+    (notes / "blob.txt").unlink()
+    result = run("ingest", str(notes), "--index", str(tmp_path / "index"))
+    assert result.stderr == f"Error: no supported files (.txt .md .pdf .html) under {notes}\n"
