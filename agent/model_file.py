@@ -47,11 +47,14 @@ def embedded_model_path() -> Path:
 
 def resolve_model(path: str | None = None) -> Path:
     """--model, else BITRAG_MODEL, else the embedded default; a registered name (see
-    `bitrag models list`) stands for its file."""
+    `bitrag models list`) stands for its file, but anything that reads as a path is one."""
     chosen = path or os.environ.get("BITRAG_MODEL")
     if not chosen:
         return embedded_model_path()
-    return path_of(chosen) or Path(chosen).expanduser()
+    given = Path(chosen).expanduser()
+    if os.sep in chosen or chosen.lower().endswith(".gguf") or given.exists():
+        return given  # a path always means the path
+    return path_of(chosen) or given
 
 
 def sha256_of(path: Path) -> str:

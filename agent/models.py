@@ -1,5 +1,6 @@
 """`bitrag models`: the GGUF models bitrag knows (embedded, registered, installed packs)."""
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from agent.registry import load_entries, save_entry
 from retrieval.errors import UserError
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
+# A registered name can never be mistaken for a file path (see model_file.resolve_model).
+NAME = re.compile(r"(?!.*\.gguf$)[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.IGNORECASE)
 # SmolLM2's tokenizer spends ~2 tokens per Korean character and the model does not read it.
 EMBEDDED_LANGUAGES = ["en"]
 
@@ -44,8 +47,14 @@ def add_model(
 ) -> dict:
     """Register a GGUF after the same checks a model gets before loading."""
     info = inspect_gguf(path.expanduser().absolute())
+    name = name or info.path.stem
+    if not NAME.fullmatch(name):
+        raise UserError(
+            f"model name {name!r} is not a simple name: use letters, digits, '.', '_' and '-' "
+            "(not a path, not ending in .gguf), e.g. --name my-model"
+        )
     entry = {
-        "name": name or info.path.stem,
+        "name": name,
         "path": str(info.path),
         "sha256": sha256_of(info.path),
         "languages": languages or [],

@@ -1,6 +1,7 @@
 """`bitrag models`: listing, registering, and the verification of opt-in packs."""
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -60,3 +61,23 @@ def test_the_pack_is_pinned_by_wheel_and_file_hashes():
     assert all(len(sha) == 64 for _, sha in QWEN.parts)
     assert QWEN.sha256 == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
     assert Path(QWEN.file).suffix == ".gguf" and "ko" in QWEN.languages
+
+
+def test_model_names_are_simple_names_and_paths_stay_paths(
+    run, run_json, tmp_path, model_path, monkeypatch
+):
+    (tmp_path / "elsewhere").mkdir()
+    mine = tmp_path / "mine.gguf"
+    mine.write_bytes(model_path.read_bytes())
+    for bad in ("../evil.gguf", "sub/dir", "x.GGUF", "-dash"):
+        result = run("models", "add", str(mine), "--name", bad)
+        assert result.exit_code == 1, bad
+        assert result.stderr.startswith(f"Error: model name '{bad}' is not a simple name")
+        assert len(result.stderr.splitlines()) == 1
+    run_json("models", "add", str(mine), "--name", "mine")
+    assert run_json("doctor", "--model", "mine")["model"]["path"] == str(mine)
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a file named like the registered name: a path
+    (tmp_path / "elsewhere" / "mine").write_bytes(b"not a model")
+    result = run("doctor", "--model", "mine", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["model"]["path"] == "mine"  # ./mine, not the registered one
