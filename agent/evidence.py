@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrieval.bm25 import BM25
+from retrieval.chunking import SENTENCE_END
 from retrieval.store import Hit
 from retrieval.tokenize import has_hangul, kiwi, tokenize
 
@@ -39,11 +40,10 @@ _QUANTITY = re.compile(
     re.IGNORECASE,
 )
 _HAS_DIGIT = re.compile(r"\d")
-_DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")  # 7, 0.0078125, 4,194,304
 _ENDS = frozenset(".!?。:;다요")
 WRAPPED_LINE = 50  # a line this long that does not end its sentence was wrapped
 _TABLE_RULE = re.compile(r"^\s*\|?[\s:|-]+\|?\s*$")
-_SENTENCE_END = re.compile(r"(?<=[.!?。])\s+(?=\S)")
 _MARKUP = re.compile(r"^\s*(?:[-*+>]|#{1,6}|\d+[.)])\s+")
 
 
@@ -121,7 +121,7 @@ def sentences(text: str) -> list[str]:
         if has_hangul(line):
             parts = [s.text for s in kiwi().split_into_sents(line)]
         else:
-            parts = _SENTENCE_END.split(line)
+            parts = SENTENCE_END.split(line)
         out += [c for c in (_clean(p) for p in parts) if c]
     return out
 
@@ -171,7 +171,7 @@ def wants_number(question: str) -> bool:
 
 
 def _new_numbers(sentence: str, question: str) -> bool:
-    return bool(set(_DIGITS.findall(sentence)) - set(_DIGITS.findall(question)))
+    return bool(set(NUMBER.findall(sentence)) - set(NUMBER.findall(question)))
 
 
 def _candidates(question: str, wanted: dict[str, float], hits: list[Hit]) -> list[Evidence]:

@@ -15,12 +15,11 @@ repeating a supported sentence.
 import re
 from dataclasses import dataclass
 
-from agent.evidence import TermWeights, sentences
+from agent.evidence import NUMBER, TermWeights, sentences
 from retrieval.tokenize import tokenize
 
 _MARKER = re.compile(r"\[(\d+)\]")
 _LEADING_MARKERS = re.compile(r"^(\s*\[\d+\])+\s*")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _PIECE = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+")
 NEAR = 3  # pieces on each side of a number in the answer that say what it counts
 EVIDENCE_NEAR = 5  # ... and in the evidence, which states it at more length
@@ -87,9 +86,9 @@ def _number_contexts(text: str, near: int = NEAR) -> list[tuple[str, set[str]]]:
     pieces = _pieces(text)
     found = []
     for i, piece in enumerate(pieces):
-        if _NUMBER.fullmatch(piece):
+        if NUMBER.fullmatch(piece):
             window = " ".join(pieces[max(0, i - near) : i + near + 1])
-            found.append((piece, {t for t in tokenize(window) if not _NUMBER.fullmatch(t)}))
+            found.append((piece, {t for t in tokenize(window) if not NUMBER.fullmatch(t)}))
     return found
 
 

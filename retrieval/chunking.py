@@ -14,7 +14,7 @@ from retrieval.tokenize import language
 MAX_CHARS = 900
 OVERLAP = 120
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
-_SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _split_long(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """Cut a span longer than MAX_CHARS at sentence ends into overlapping windows."""
     if end - start <= MAX_CHARS:
         return [(start, end)]
-    cuts = [start] + [start + m.end() for m in _SENTENCE_END.finditer(text[start:end])] + [end]
+    cuts = [start] + [start + m.end() for m in SENTENCE_END.finditer(text[start:end])] + [end]
     windows: list[tuple[int, int]] = []
     s = start
     while s < end:
