@@ -40,7 +40,7 @@ def test_question_counts():
     assert types["unanswerable"] >= 20
     assert all(types[t] >= 4 for t in ("factual", "paraphrase", "cross-language", "multi-hop"))
     assert all(types[t] >= 4 for t in ("numeric", "follow-up"))
-    assert 25 <= sum(q.split == "dev" for q in questions) <= 40
+    assert 60 <= sum(q.split == "dev" for q in questions) <= 100
 
 
 def test_question_file_is_valid():
