@@ -61,7 +61,7 @@ def doctor(model: str | None, index: str | None, as_json: bool) -> None:
     """Check the installation, model, embedder and index."""
     from agent.doctor import diagnose
 
-    report = diagnose(model, _index_dir(index))
+    report = diagnose(model, Path(index).expanduser() if index else None)
     if as_json:
         _print_json(report)
     else:
@@ -317,6 +317,28 @@ def models_install(name: str, as_json: bool) -> None:
     _show_models([install_pack(name, lambda m: click.echo(m, err=True))], as_json)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Bind the address once, as the server will, so a busy port is one line before loading."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise UserError(f"cannot listen on {host}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"port {port} on {host} is already in use: stop what listens there, "
+                    "or pass --port with a free port"
+                ) from None
+            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+
+
 @cli.command("serve-llm")
 @click.option("--model", help=MODEL_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -330,6 +352,7 @@ def serve_llm(model: str | None, host: str, port: int, api_key: str | None) -> N
 
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         raise UserError(f"refusing to serve on {host} without --api-key (or BITRAG_LLM_API_KEY)")
+    _check_port(host, port)
     path = checked_model(model).path
     settings = {
         "model": str(path),

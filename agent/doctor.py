@@ -5,10 +5,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from agent.model_file import REINSTALL_HINT, inspect_gguf, resolve_model, sha256_ok
+from agent.model_file import inspect_gguf, resolve_model, sha256_fix, sha256_of, sha256_ok
+from agent.registry import load_entries
 from agent.threads import configured, idle_cores
 from retrieval.embedder import resolve_embedder
 from retrieval.errors import UserError
+from retrieval.paths import bitrag_home, default_index_dir
 from retrieval.store import Index
 
 LIBRARIES = (
@@ -38,19 +40,59 @@ def _version(name: str) -> str | None:
 
 
 def _model(model: str | None, problems: list[dict]) -> dict:
-    report: dict = {"path": None, "sha256_ok": None}
+    """The checks `ask` makes before loading the model, then the load itself."""
+    report: dict = {"path": None, "sha256_ok": None, "loads": None}
     try:
         path = resolve_model(model)
         report["path"] = str(path)
         info = inspect_gguf(path)
         report.update(bytes=info.size, architecture=info.architecture, tensors=info.tensors)
         report["sha256_ok"] = sha256_ok(path)
+        if report["sha256_ok"] is False:
+            what = f"{path} does not match its expected sha256"
+            problems.append({"what": what, "fix": sha256_fix(path)})
+            return report
+        _load(path)
+        report["loads"] = True
     except UserError as exc:
         problems.append({"what": str(exc), "fix": "pass --model PATH to a complete GGUF file"})
-        return report
-    if report["sha256_ok"] is False:
-        problems.append({"what": f"{path} does not match its known sha256", "fix": REINSTALL_HINT})
     return report
+
+
+def _load(path: Path) -> None:
+    """Open the model in llama.cpp as `ask` does, then let it go."""
+    from agent.llm import LocalLLM
+
+    LocalLLM(path)
+
+
+def _registered(problems: list[dict]) -> list[dict]:
+    """Every registered model still holds the bytes it was added with."""
+    try:
+        entries = load_entries()
+    except UserError as exc:
+        problems.append({"what": str(exc), "fix": "delete it and `bitrag models add` again"})
+        return []
+    rows = []
+    for entry in entries:
+        path = Path(entry["path"])
+        ok = path.is_file() and sha256_of(path) == entry["sha256"]
+        rows.append({"name": entry["name"], "path": str(path), "sha256_ok": ok})
+        if not path.is_file():
+            what = f"registered model {entry['name']} is gone: {path}"
+            problems.append({"what": what, "fix": "restore the file or register another"})
+        elif not ok:
+            what = f"registered model {entry['name']} changed since `bitrag models add`: {path}"
+            problems.append({"what": what, "fix": sha256_fix(path)})
+    return rows
+
+
+def _home(problems: list[dict]) -> Path | None:
+    try:
+        return bitrag_home()
+    except UserError as exc:
+        problems.append({"what": str(exc), "fix": "set BITRAG_HOME to a folder, or unset it"})
+        return None
 
 
 def _embedder(problems: list[dict]) -> dict:
@@ -63,12 +105,17 @@ def _embedder(problems: list[dict]) -> dict:
     return {"path": str(embedder.path), "id": embedder.id, "languages": languages, "ok": True}
 
 
-def _index(directory: Path, problems: list[dict]) -> dict:
+def _index(directory: Path | None, problems: list[dict]) -> dict:
+    """Load the index and every part of it, as search and ask will."""
+    if directory is None:  # no usable BITRAG_HOME: already a problem
+        return {"path": None, "status": "unavailable"}
     report: dict = {"path": str(directory)}
     if not (directory / "CURRENT").is_file():
         return report | {"status": "missing", "hint": "built on first `bitrag ask`, or ingest"}
     try:
         index = Index.load(directory)
+        index.verify()
+        index.require_embedder(resolve_embedder())
     except UserError as exc:
         problems.append({"what": str(exc), "fix": "follow the advice at the end of the message"})
         return report | {"status": "corrupt"}
@@ -89,13 +136,19 @@ def _threads() -> dict:
     }
 
 
-def diagnose(model: str | None, index_dir: Path) -> dict:
+def diagnose(model: str | None, index_dir: Path | None) -> dict:
+    """Everything `ask` would use, checked; index_dir None means the default index."""
     problems: list[dict] = []
+    home = _home(problems)
+    if index_dir is None and home is not None:
+        index_dir = default_index_dir()
     report = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "libraries": {name: _version(name) for name in LIBRARIES},
+        "home": str(home) if home else None,
         "model": _model(model, problems),
+        "registered_models": _registered(problems) if home else [],
         "embedder": _embedder(problems),
         "llama_cpp": {"system_info": _llama_system_info(), **_threads()},
         "index": _index(index_dir, problems),

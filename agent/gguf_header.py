@@ -28,6 +28,7 @@ _SCALARS = {
     12: "d",
 }
 _STRING, _ARRAY = 8, 9
+MAX_NESTING = 8  # arrays of arrays deeper than this are malformed, not walked recursively
 
 
 class HeaderError(ValueError):
@@ -63,18 +64,20 @@ class _Cursor:
         self.pos += length
         return raw.decode("utf-8", "replace")
 
-    def value(self, kind: int):
+    def value(self, kind: int, depth: int = 0):
         if kind in _SCALARS:
             return self.take(_SCALARS[kind])
         if kind == _STRING:
             return self.string()
         if kind == _ARRAY:
+            if depth >= MAX_NESTING:
+                raise HeaderError(f"metadata arrays nested more than {MAX_NESTING} deep")
             item, count = self.take("I"), self.take("Q")
             if item in _SCALARS:  # fixed-size items: jump over them
                 self.pos += count * struct.calcsize(_SCALARS[item])
             else:
                 for _ in range(count):
-                    self.value(item)
+                    self.value(item, depth + 1)
             return None
         raise HeaderError(f"unknown metadata value type {kind}")
 

@@ -88,14 +88,20 @@ class LocalLLM:
         self.n_ctx = n_ctx
         self._lock = threading.Lock()
         self.threads = threads()
-        self._llama = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=self.threads,
-            n_threads_batch=self.threads,
-            seed=SEED,
-            verbose=False,
-        )
+        try:
+            self._llama = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                seed=SEED,
+                verbose=False,
+            )
+        except ValueError:  # llama.cpp says only "Failed to load model from file"
+            raise UserError(
+                f"llama.cpp cannot load the model file {path} (damaged, or an architecture "
+                "it does not know): pass --model PATH to another GGUF"
+            ) from None
 
     def _fit_threads(self) -> None:
         """Follow the machine's load: fewer threads while other jobs hold cores."""

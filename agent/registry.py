@@ -31,3 +31,9 @@ def save_entry(entry: dict) -> None:
 
 def path_of(name: str) -> Path | None:
     return next((Path(e["path"]) for e in load_entries() if e["name"] == name), None)
+
+
+def entry_for(path: Path) -> dict | None:
+    """The registered entry for this file (its sha256 as it was added), if any."""
+    real = path.resolve()
+    return next((e for e in load_entries() if Path(e["path"]).resolve() == real), None)

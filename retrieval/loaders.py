@@ -88,6 +88,9 @@ def _walk(roots: list[Path]) -> Iterator[Path]:
 
 def read_raw(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> RawFile | Skipped:
     """The file's bytes and hash, or why it cannot be read."""
+    if not _utf8_name(path):  # the index stores names as UTF-8 JSON
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        return Skipped(shown, "file name is not valid UTF-8: rename the file")
     if path.suffix.lower() not in KINDS:
         return Skipped(str(path), f"unsupported file type '{path.suffix or path.name}'")
     try:
@@ -101,6 +104,14 @@ def read_raw(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> RawFile | Skippe
     if not data.strip():
         return Skipped(str(path), "empty")
     return RawFile(path, data, hashlib.sha256(data).hexdigest())
+
+
+def _utf8_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes arrive as surrogate escapes
+        return False
+    return True
 
 
 def _kind_of(mode: int) -> str:

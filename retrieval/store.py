@@ -13,19 +13,24 @@ generation except the new one and the one CURRENT named before, so a reader that
 previous generation can still read its lazily loaded parts. Names that are not gen-<number>
 are ignored. A reader whose generation vanished between reading CURRENT and reading its files
 reads CURRENT once more. When CURRENT's generation is corrupt but another one is intact, the
-error points at that one instead of advising to delete the index.
+error points at that one instead of advising to delete the index. An ingest first checks that
+the folder takes new files, so a read-only folder is one line before any embedding is done.
 """
 
+import errno
 import fcntl
 import io
 import json
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import Literal
+from zipfile import BadZipFile
 
 import numpy as np
 
@@ -84,6 +89,15 @@ PARTS = (
     "faiss.index",
 )
 READ_ERRORS = (OSError, ValueError, TypeError, KeyError)
+# How numpy, zipfile, pickle and faiss fail on a cut or damaged part file.
+PART_ERRORS = (*READ_ERRORS, RuntimeError, EOFError, IndexError, BadZipFile, UnpicklingError)
+
+
+LOADERS: dict[str, Callable[[Path], object]] = {
+    "bm25.npz": BM25.load,
+    "embeddings.npy": lambda p: np.load(p, mmap_mode="r"),
+    "faiss.index": lambda p: FaissDense.from_bytes(p.read_bytes()),
+}
 
 
 class GenerationReplaced(UserError):
@@ -92,13 +106,31 @@ class GenerationReplaced(UserError):
 
 def _generations(directory: Path) -> list[Path]:
     """The numbered generation directories, oldest first; stray names like gen-abc are ignored."""
-    found = [(int(p.name[4:]), p) for p in directory.glob("gen-*") if p.name[4:].isdigit()]
+    found = [(int(p.name[4:]), p) for p in directory.glob("gen-*") if _numbered(p.name)]
     return [p for _, p in sorted(found)]
 
 
+def _numbered(name: str) -> bool:
+    return name.startswith("gen-") and name[4:].isascii() and name[4:].isdigit()
+
+
 def _current_name(directory: Path) -> str | None:
+    """The generation CURRENT names; None without CURRENT, a UserError when it names none."""
     current = directory / "CURRENT"
-    return current.read_text().strip() if current.is_file() else None
+    if not current.is_file():
+        return None
+    try:
+        raw = current.read_bytes()[:64].strip()
+    except OSError as exc:
+        raise UserError(f"cannot read {current}: {exc.strerror or exc}") from None
+    name = raw.decode("ascii", "replace")
+    if not _numbered(name):
+        hint = _repair_hint(directory, name)
+        raise UserError(
+            f"index at {directory} is corrupt (CURRENT holds {raw[:20]!r}, not a generation "
+            f"name like gen-000001); {hint}"
+        )
+    return name
 
 
 def _rebuild_hint(directory: Path) -> str:
@@ -106,11 +138,15 @@ def _rebuild_hint(directory: Path) -> str:
 
 
 def _intact(generation: Path) -> bool:
+    """Every part of the generation reads (without _part, whose errors come back here)."""
     if not all((generation / part).is_file() for part in PARTS):
         return False
     try:
-        Index.read(generation)
-    except (UserError, *READ_ERRORS):
+        index = Index.read(generation)
+        index._read_terms(generation / "terms.jsonl")
+        for name, load in LOADERS.items():
+            load(generation / name)
+    except (UserError, *PART_ERRORS):
         return False
     return True
 
@@ -173,6 +209,8 @@ class Index:
     def read(cls, generation: Path) -> "Index":
         """One generation's manifest and chunks (its other parts load when first used)."""
         manifest = json.loads((generation / "manifest.json").read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError("manifest.json is not a JSON object")
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             directory = generation.parent
@@ -182,26 +220,41 @@ class Index:
             )
         with (generation / "chunks.jsonl").open(encoding="utf-8") as f:
             chunks = [Chunk(**json.loads(line)) for line in f]
+        if len(chunks) != manifest["chunks"]:
+            raise ValueError(f"chunks.jsonl holds {len(chunks)} of {manifest['chunks']} chunks")
         return cls(generation, manifest, chunks)
 
     def _part(self, loader: Callable[[Path], object], name: str):
         try:
             return loader(self.generation / name)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except PART_ERRORS as exc:
             directory, generation = self.generation.parent, self.generation.name
             raise _read_error(directory, generation, f"{name}: {exc}") from None
 
     @cached_property
     def bm25(self) -> BM25:
-        return self._part(BM25.load, "bm25.npz")
+        return self._part(LOADERS["bm25.npz"], "bm25.npz")
 
     @cached_property
     def vectors(self) -> np.ndarray:
-        return self._part(lambda p: np.load(p, mmap_mode="r"), "embeddings.npy")
+        return self._part(LOADERS["embeddings.npy"], "embeddings.npy")
 
     @cached_property
     def faiss(self) -> FaissDense:
-        return self._part(lambda p: FaissDense.from_bytes(p.read_bytes()), "faiss.index")
+        return self._part(LOADERS["faiss.index"], "faiss.index")
+
+    def verify(self) -> None:
+        """Read every part and check that each holds one row per chunk (what doctor runs)."""
+        rows = {
+            "bm25.npz": lambda: self.bm25.n_chunks,
+            "terms.jsonl": lambda: len(self.terms()),
+            "embeddings.npy": lambda: len(self.vectors),
+            "faiss.index": lambda: self.faiss.index.ntotal,
+        }
+        for name, count in rows.items():
+            if (n := count()) != len(self.chunks):
+                reason = f"{name}: {n} rows for {len(self.chunks)} chunks"
+                raise _read_error(self.generation.parent, self.generation.name, reason)
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -219,8 +272,19 @@ class Index:
         return current
 
     def terms(self) -> list[list[str]]:
-        with (self.generation / "terms.jsonl").open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f]
+        return self._part(self._read_terms, "terms.jsonl")
+
+    def _read_terms(self, path: Path) -> list[list[str]]:
+        terms = []
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    terms.append(json.loads(line))
+                except ValueError as exc:
+                    raise ValueError(f"line {n}: {exc}") from None
+        if len(terms) != len(self.chunks):
+            raise ValueError(f"{len(terms)} rows for {len(self.chunks)} chunks")
+        return terms
 
     def search(self, query: str, k: int = 5, retriever: Retriever = "hybrid") -> list[Hit]:
         if retriever == "bm25":
@@ -244,10 +308,33 @@ class Index:
         return dense.top(vector, k)
 
 
+def _unwritable(directory: Path, exc: OSError) -> UserError:
+    """One line for an index folder that cannot be written; nothing in it was changed."""
+    cause = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UserError(
+            f"the index folder {directory} is read-only ({cause}): make it writable to "
+            "ingest into it, or pass --index with a writable folder"
+        )
+    return UserError(
+        f"cannot write the index at {directory} ({cause}); its current generation is kept"
+    )
+
+
+def _open_lock(directory: Path) -> io.TextIOWrapper:
+    """The lock file, after checking that the folder takes new files (before any embedding)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+        return (directory / ".lock").open("w")
+    except OSError as exc:
+        raise _unwritable(directory, exc) from None
+
+
 @contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / ".lock").open("w") as lock:
+    with _open_lock(directory) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -358,7 +445,10 @@ def ingest(
         rows = _kept_rows(old, keep) if old else IndexRows()
         _add_fresh(rows, fresh, embedder, progress)
         report.chunks = len(rows.chunks)
-        write_generation(directory, rows, keep | scanned, embedder)
+        try:
+            write_generation(directory, rows, keep | scanned, embedder)
+        except OSError as exc:
+            raise _unwritable(directory, exc) from None
         return report
 
 
