@@ -26,6 +26,7 @@ MAX_EVIDENCE = 3
 NEIGHBOUR_WEIGHT = 0.75  # share of a term's weight earned when only a neighbour/heading holds it
 RANK_PRIOR = 0.02  # tie-break towards the better-ranked chunk
 MIN_SENTENCE_CHARS = 12
+MAX_PASSAGE = 400  # characters of a two-sentence evidence passage
 EARLIER_WEIGHT = 0.3  # weight of a follow-up's terms taken from the earlier turn
 # Words that ask rather than say what is asked about: they carry no evidence weight.
 QUESTION_WORDS = frozenset(
@@ -109,21 +110,25 @@ def _blocks(text: str) -> list[tuple[str, list[str]]]:
     return blocks
 
 
-def sentences(text: str) -> list[str]:
-    """Sentences of a chunk, Korean-aware; every line stands alone, table rows carry
-    their header."""
-    out: list[str] = []
+def units(text: str) -> list[tuple[str, bool]]:
+    """(sentence, is a table row) for each sentence of a chunk, Korean-aware; every line
+    stands alone, table rows carry their header."""
+    out: list[tuple[str, bool]] = []
     for kind, lines in _blocks(text):
         if kind == "table":
-            out += _table_rows(lines)
+            out += [(row, True) for row in _table_rows(lines)]
             continue
         line = lines[0]
         if has_hangul(line):
             parts = [s.text for s in kiwi().split_into_sents(line)]
         else:
             parts = SENTENCE_END.split(line)
-        out += [c for c in (_clean(p) for p in parts) if c]
+        out += [(c, False) for c in (_clean(p) for p in parts) if c]
     return out
+
+
+def sentences(text: str) -> list[str]:
+    return [sentence for sentence, _ in units(text)]
 
 
 class TermWeights:
@@ -178,18 +183,30 @@ def _candidates(question: str, wanted: dict[str, float], hits: list[Hit]) -> lis
     numeric = wants_number(question)
     found: list[Evidence] = []
     for hit in hits:
-        parts = [s for s in sentences(hit.chunk.text) if len(s) >= MIN_SENTENCE_CHARS]
+        kept = [(s, row) for s, row in units(hit.chunk.text) if len(s) >= MIN_SENTENCE_CHARS]
+        parts = [s for s, _ in kept]
         terms = [set(tokenize(s)) for s in parts]
         heading = set(tokenize(hit.chunk.heading))
-        for i, sentence in enumerate(parts):
+        for i in range(len(parts)):
             if not terms[i] & wanted.keys():
                 continue  # evidence must itself speak of the question
             around = heading.union(*terms[max(0, i - 1) : i + 2])
             score = _score(wanted, terms[i], around) - RANK_PRIOR * hit.rank
-            if numeric and _new_numbers(sentence, question):
+            passage = _passage(kept, i)
+            if numeric and _new_numbers(passage, question):
                 score += NUMBER_BONUS
-            found.append(Evidence(sentence, hit.chunk.source, hit.chunk.chunk_id, score))
+            found.append(Evidence(passage, hit.chunk.source, hit.chunk.chunk_id, score))
     return found
+
+
+def _passage(kept: list[tuple[str, bool]], i: int) -> str:
+    """The sentence with the one that follows it in the chunk, when both are prose and short
+    enough: notes often name the topic in one sentence and give the fact in the next."""
+    sentence, row = kept[i]
+    if row or i + 1 == len(kept) or kept[i + 1][1]:
+        return sentence
+    following = kept[i + 1][0]
+    return f"{sentence} {following}" if len(sentence) + len(following) < MAX_PASSAGE else sentence
 
 
 def select(
@@ -204,11 +221,16 @@ def select(
     ranked = sorted(_candidates(query, wanted, hits), key=lambda e: -e.score)
     chosen: list[Evidence] = []
     for evidence in ranked:
-        if evidence.quote not in {e.quote for e in chosen}:
+        if not any(_overlaps(evidence.quote, e.quote) for e in chosen):
             chosen.append(evidence)
         if len(chosen) == k:
             break
     return chosen
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether two passages share a sentence (one holds the other, or they chain)."""
+    return a in b or b in a or bool(set(sentences(a)) & set(sentences(b)))
 
 
 def unknown_specifics(query: str, weights: TermWeights) -> list[str]:

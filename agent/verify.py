@@ -23,6 +23,12 @@ _LEADING_MARKERS = re.compile(r"^(\s*\[\d+\])+\s*")
 _PIECE = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+")
 NEAR = 3  # pieces on each side of a number in the answer that say what it counts
 EVIDENCE_NEAR = 5  # ... and in the evidence, which states it at more length
+SUBJECT_NEAR = 3  # pieces from a number within which the question term it counts stands
+# What a number is measured in, never what it counts ("8 bits of exponent" counts exponent).
+UNITS = frozenset(
+    "bit bits byte bytes b kb mb gb tb kib mib gib tib k m x % percent times".split()
+    + "비트 바이트 개 배 번".split()
+)
 RARE_WEIGHT = 2.5  # terms this rare (evidence.TermWeights) must be backed by the evidence
 _SUFFIXES = ("ing", "ed", "es", "e", "s")
 
@@ -61,7 +67,7 @@ def _markers_last(text: str) -> str:
     lead = _LEADING_MARKERS.match(text)
     if not lead or lead.end() == len(text):
         return text
-    return f"{text[lead.end():]} {''.join(lead.group(0).split())}"
+    return f"{text[lead.end() :]} {''.join(lead.group(0).split())}"
 
 
 def _root(term: str) -> str:
@@ -92,15 +98,96 @@ def _number_contexts(text: str, near: int = NEAR) -> list[tuple[str, set[str]]]:
     return found
 
 
-def _bound(number: str, near: set[str], evidence: list[str], question: str) -> bool:
+def _subjects(pieces: list[str], i: int, subjects: set[str]) -> set[str]:
+    """The question terms (units left out) nearest to the number at pieces[i], both when
+    two are equally near: what the number counts ("1-bit sign" -> sign)."""
+    for distance in range(1, SUBJECT_NEAR + 1):
+        found = set()
+        for j in (i - distance, i + distance):
+            if 0 <= j < len(pieces):
+                found |= {_root(t) for t in tokenize(pieces[j])} & subjects
+        if found:
+            return found
+    return set()
+
+
+def _row_subjects(text: str, subjects: set[str]) -> list[tuple[str, set[str]]] | None:
+    """For a table row ("Format: bfloat16, Sign: 1, Exponent: 8"), each number with the
+    subject its column header names; None for prose."""
+    cells = text.split(", ")
+    if len(cells) < 2 or not all(": " in c for c in cells):
+        return None
+    found = []
+    for cell in cells:
+        header, value = cell.split(": ", 1)
+        named = {_root(t) for t in tokenize(header)} & subjects
+        found += [(n, named) for n in _pieces(value) if NUMBER.fullmatch(n)]
+    return found
+
+
+def _subject_contexts(text: str, subjects: set[str]) -> list[tuple[str, set[str]]]:
+    rows = _row_subjects(text, subjects)
+    return _prose_subjects(text, subjects) if rows is None else rows
+
+
+def _prose_subjects(text: str, subjects: set[str]) -> list[tuple[str, set[str]]]:
+    """Each number of `text` with the question terms it counts (none for a name's digits)."""
+    pieces = _pieces(text)
+    glued = iter(_glued(text))
+    return [
+        (p, set() if next(glued) else _subjects(pieces, i, subjects))
+        for i, p in enumerate(pieces)
+        if NUMBER.fullmatch(p)
+    ]
+
+
+def _glued(text: str) -> list[bool]:
+    """For each number of `text`, whether it is part of a name (bfloat16, Q4_K_M), not a
+    quantity on its own."""
+    plain = _MARKER.sub(" ", text)
+    return [
+        m.start() > 0 and plain[m.start() - 1].isalpha()
+        for m in _PIECE.finditer(plain)
+        if NUMBER.fullmatch(m.group(0).replace(",", ""))
+    ]
+
+
+def _bound(
+    number: str,
+    near: set[str],
+    subject: set[str],
+    evidence: list[str],
+    question: str,
+    subjects: set[str],
+) -> bool:
     """Whether some evidence sentence (or the question) states `number` next to at least
     one of the terms the answer puts next to it ("2 mantissa bits" needs a sentence where
-    2 stands by "mantissa" or "bit"; a stray "2^-7" elsewhere does not count)."""
+    2 stands by "mantissa" or "bit"; a stray "2^-7" elsewhere does not count), and, when the
+    answer says which question term the number counts, counts that same thing there."""
     for text in [*evidence, question]:
-        for other, around in _number_contexts(text, EVIDENCE_NEAR):
-            if other == number and (not near or near & around):
-                return True
+        placed = any(
+            other == number and (not near or near & around)
+            for other, around in _number_contexts(text, EVIDENCE_NEAR)
+        )
+        if placed and (
+            not subject
+            or any(
+                other == number and subject & counted
+                for other, counted in _subject_contexts(text, subjects)
+            )
+        ):
+            return True
     return False
+
+
+def _unbound(text: str, question: str, evidence: list[str]) -> list[str]:
+    subjects = {_root(t) for t in tokenize(question) if not NUMBER.fullmatch(t)} - UNITS
+    stated = zip(_number_contexts(text), _prose_subjects(text, subjects), strict=True)
+    return [
+        n
+        for (n, near), (_, subject) in stated
+        if not _bound(n, near, subject, evidence, question, subjects)
+    ]
 
 
 def verify(answer: str, question: str, evidence: list[str], weights: TermWeights) -> Verdict:
@@ -121,7 +208,7 @@ def verify(answer: str, question: str, evidence: list[str], weights: TermWeights
         return fail("empty answer")
     if bad_markers:
         return fail(f"cites [{', '.join(bad_markers)}], which was not given")
-    unbound = [n for n, near in _number_contexts(text) if not _bound(n, near, evidence, question)]
+    unbound = _unbound(text, question, evidence)
     if unbound:
         return fail(f"numbers not in the evidence with what they count: {', '.join(unbound)}")
     foreign = sorted(

@@ -130,3 +130,22 @@ def test_follow_ups_are_recognised():
     assert is_follow_up("그럼 AlexNet은 몇 배 줄었어?")
     assert not is_follow_up("How many tokens are in GPT-2's byte-level BPE vocabulary?")
     assert resolve("How many bits?", None) == "How many bits?"
+
+
+def test_a_number_must_count_the_same_thing_as_in_the_evidence():
+    rule = "Every format has a 1-bit sign, a biased exponent, and a mantissa."
+    weights = _weights(TABLE, PROSE, rule)
+    evidence = sentences(TABLE) + [rule]
+    question = "What are the sign, exponent and mantissa bit counts of bfloat16?"
+    wrong = "bfloat16 has a 1-bit sign, a 1-bit biased exponent, and a 1-bit mantissa."
+    verdict = verify(wrong, question, evidence, weights)
+    assert not verdict.ok and verdict.reason.endswith(": 1")
+    right = "bfloat16 has 1 sign bit, 8 exponent bits and 7 mantissa bits [2]."
+    assert verify(right, question, evidence, weights).ok
+
+
+def test_evidence_quotes_the_sentence_that_follows_its_best_sentence():
+    notes = "Agents can loop on one tool. The classic executor stopped after 15 iterations."
+    weights = _weights(notes, PROSE)
+    best = select("Why do agents loop on one tool?", [_hit(notes)], weights)[0]
+    assert best.quote == notes
