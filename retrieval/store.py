@@ -303,7 +303,7 @@ class Index:
     def _dense(self, query: str, k: int, retriever: Retriever) -> list[tuple[int, float]]:
         if not self.chunks:
             return []
-        vector = embed([query], self.embedder)[0]
+        vector = embed([query], self.embedder, kind="query")[0]
         dense = ExactDense(self.vectors) if retriever == "dense" else self.faiss
         return dense.top(vector, k)
 
