@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -203,6 +204,8 @@ def ask(
 def chat(model: str | None, llm_url: str | None, index: str | None, session: str | None) -> None:
     """Talk with your notes; answers stream, evidence follows (/help inside)."""
     from agent.chat import Chat, run_chat
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops one answer
 
     def write(text: str) -> None:
         click.echo(text, nl=False)
@@ -449,4 +452,8 @@ def mcp_config(index: str | None, root: str | None, as_json: bool) -> None:
 
 
 def main() -> None:
+    # Ctrl-C ends a command at once, also inside a long native call (loading torch or a
+    # model) where Python would notice it seconds later, or a library would swallow it.
+    # Nothing is lost: index and session writes are atomic. `chat` catches it instead.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     cli(prog_name="bitrag")

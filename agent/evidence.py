@@ -192,14 +192,14 @@ def _candidates(question: str, wanted: dict[str, float], hits: list[Hit]) -> lis
                 continue  # evidence must itself speak of the question
             around = heading.union(*terms[max(0, i - 1) : i + 2])
             score = _score(wanted, terms[i], around) - RANK_PRIOR * hit.rank
-            passage = _passage(kept, i)
-            if numeric and _new_numbers(passage, question):
+            text = passage(kept, i)
+            if numeric and _new_numbers(text, question):
                 score += NUMBER_BONUS
-            found.append(Evidence(passage, hit.chunk.source, hit.chunk.chunk_id, score))
+            found.append(Evidence(text, hit.chunk.source, hit.chunk.chunk_id, score))
     return found
 
 
-def _passage(kept: list[tuple[str, bool]], i: int) -> str:
+def passage(kept: list[tuple[str, bool]], i: int) -> str:
     """The sentence with the one that follows it in the chunk, when both are prose and short
     enough: notes often name the topic in one sentence and give the fact in the next."""
     sentence, row = kept[i]
@@ -221,14 +221,14 @@ def select(
     ranked = sorted(_candidates(query, wanted, hits), key=lambda e: -e.score)
     chosen: list[Evidence] = []
     for evidence in ranked:
-        if not any(_overlaps(evidence.quote, e.quote) for e in chosen):
+        if not any(overlaps(evidence.quote, e.quote) for e in chosen):
             chosen.append(evidence)
         if len(chosen) == k:
             break
     return chosen
 
 
-def _overlaps(a: str, b: str) -> bool:
+def overlaps(a: str, b: str) -> bool:
     """Whether two passages share a sentence (one holds the other, or they chain)."""
     return a in b or b in a or bool(set(sentences(a)) & set(sentences(b)))
 

@@ -17,10 +17,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agent import nodes
+from agent import nodes, semantic
 from agent.state import Context, State
 
-MIN_COVERAGE = 0.55  # share of the question's term weight one chunk must hold (dev split)
 Grade = Literal["generate", "quote_unreadable", "rewrite", "abstain"]
 
 
@@ -30,7 +29,9 @@ def after_start(state: State) -> Literal["retrieve", "use_tool", "chat"]:
 
 def grade(state: State, runtime: Runtime[Context]) -> Grade:
     """Answer when the evidence covers the question; else search once more, then abstain."""
-    if state["evidence"] and state["coverage"] >= MIN_COVERAGE:
+    covered = state["coverage"] >= nodes.MIN_COVERAGE
+    close = state["similarity"] >= semantic.MIN_SIMILARITY
+    if state["evidence"] and (covered or close):
         return "generate" if nodes.readable(state, runtime) else "quote_unreadable"
     # a rewrite cannot find what the notes never name
     return "rewrite" if len(state["searched"]) < 2 and not state["unknown"] else "abstain"
@@ -119,6 +120,7 @@ def result(state: State, timings: dict[str, float]) -> dict:
         "query": state.get("query"),
         "searched": state.get("searched") or [],
         "coverage": round(state.get("coverage") or 0.0, 4),
+        "similarity": round(state.get("similarity") or 0.0, 4),
         "tool": state.get("tool"),
         "note": state.get("note") or "",
         "draft": state.get("draft") or "",

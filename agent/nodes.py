@@ -8,12 +8,13 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from agent import evidence as ev
-from agent import followup, prompts, routing, toolcall
+from agent import followup, prompts, routing, semantic, toolcall
 from agent.context import fit
 from agent.state import Context, State
 from agent.verify import verify
 from retrieval.tokenize import language, tokenize
 
+MIN_COVERAGE = 0.55  # share of the question's term weight one chunk must hold (dev split)
 MAX_ANSWER_TOKENS = 96
 STOP = ["\n\n", "Question:", "<notes>"]
 CONTEXT_CHUNKS = 0  # chunk text shown after the evidence (more costs prompt time, not accuracy)
@@ -35,6 +36,7 @@ def start(state: State, runtime: Runtime[Context]) -> State:
         "hits": [],
         "evidence": [],
         "coverage": 0.0,
+        "similarity": 0.0,
         "unknown": ev.unknown_specifics(question, runtime.context.weights),
         "draft": "",
         "citations": [],
@@ -57,13 +59,22 @@ def retrieve(state: State, runtime: Runtime[Context]) -> State:
 
 
 def select_evidence(state: State, runtime: Runtime[Context]) -> State:
-    weights = runtime.context.weights
+    """The best sentences by the question's terms; when the terms are not covered (a
+    paraphrase, another language), the sentences closest in meaning instead."""
+    ctx = runtime.context
     query, hits = state["query"], state["hits"]
     focus = state["question"] if query != state["question"] else None
-    return {
-        "evidence": ev.select(query, hits, weights, focus),
-        "coverage": 0.0 if state["unknown"] else ev.coverage(query, hits, weights),
-    }
+    coverage = 0.0 if state["unknown"] else ev.coverage(query, hits, ctx.weights)
+    lexical = {"evidence": ev.select(query, hits, ctx.weights, focus), "coverage": coverage}
+    # meaning is judged on the first search only: the deeper rewrite search holds more
+    # sentences, so its best cosine is higher whatever the notes say
+    first = len(state["searched"]) == 1
+    if coverage >= MIN_COVERAGE or state["unknown"] or not ctx.semantic or not first:
+        return lexical | {"similarity": 0.0}
+    found = semantic.match(query, hits)
+    if found.similarity < semantic.MIN_SIMILARITY:
+        return lexical | {"similarity": found.similarity}
+    return {"evidence": found.evidence, "coverage": coverage, "similarity": found.similarity}
 
 
 def rewrite(state: State) -> State:

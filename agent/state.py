@@ -37,6 +37,7 @@ class State(TypedDict, total=False):
     hits: list[Hit]
     evidence: list[Evidence]
     coverage: float
+    similarity: float
     unknown: list[str]
     draft: str
     answer: str
@@ -53,6 +54,7 @@ class Context:
     weights: TermWeights
     model_languages: frozenset[str] | None  # None: unknown, assume it reads everything
     tools: list[BaseTool] = field(default_factory=list)
+    semantic: bool = True  # judge uncovered questions by meaning (loads the e5 embedder)
     retriever: Retriever = "hybrid"
     k: int = 5
 

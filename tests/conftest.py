@@ -13,9 +13,18 @@ from retrieval.paths import SAMPLE_CORPUS
 from retrieval.store import ingest
 
 
+@pytest.fixture(scope="session")
+def converted_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder of converted embedders (e5) for the whole session: converting is not what
+    most tests test, and it costs seconds each time."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, converted_models: Path) -> Path:
     """Every test gets its own BITRAG_HOME and no model/embedder/thread overrides from the shell."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "models").symlink_to(converted_models, target_is_directory=True)
     monkeypatch.setenv("BITRAG_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("BITRAG_MODEL", raising=False)
     monkeypatch.delenv("BITRAG_EMBEDDER", raising=False)

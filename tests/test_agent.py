@@ -43,6 +43,20 @@ def test_unanswerable_question_abstains_and_says_what_was_searched(
     assert "never mention 3090" in result["answer"]
 
 
+def test_a_paraphrase_is_answered_from_the_sentences_closest_in_meaning(
+    run_json, home_with_sample_index
+):
+    question = (
+        "When llama.cpp's tool for measuring how surprised a model is by a text cuts the file "
+        "into windows, which tokens of each window does it actually count, and why?"
+    )
+    result = run_json("ask", question)
+    assert not result["abstained"]
+    assert result["coverage"] < 0.55 <= 0.88 <= result["similarity"]  # terms missed, meaning met
+    assert "second half" in result["evidence"][0]["quote"]
+    assert _sources(result) == {"perplexity-and-compressed-model-evaluation.md"}
+
+
 def test_a_question_the_notes_only_half_cover_is_rewritten_once_then_abstains(
     run_json, home_with_sample_index
 ):

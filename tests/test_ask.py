@@ -1,5 +1,9 @@
 """`bitrag ask` end to end on the embedded model and the sample corpus."""
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from retrieval.paths import SAMPLE_CORPUS
@@ -30,3 +34,22 @@ def test_ask_human_output_lists_sources(run, home):
     assert result.exit_code == 0, result.output
     assert "gguf-k-quants.md" in result.stdout
     assert (home / "index" / "CURRENT").is_file()  # the sample corpus, indexed on first use
+
+
+def test_ctrl_c_ends_a_cold_ask_by_the_signal_itself(home_with_sample_index):
+    """Not swallowed by a library, not deferred to the end of a native call: the process
+    dies of SIGINT (its latency is in the session note: under 0.03 s at any point)."""
+    question = "What are the sign, exponent and mantissa bit counts of bfloat16?"
+    ask = subprocess.Popen(
+        [sys.executable, "-m", "agent", "ask", question],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(1.5)  # inside imports and model loading
+        ask.send_signal(signal.SIGINT)
+        assert ask.wait(timeout=60) == -signal.SIGINT
+        assert b"Traceback" not in ask.stderr.read()
+    finally:
+        ask.kill()
+        ask.wait()
