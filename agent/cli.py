@@ -352,7 +352,7 @@ def serve_llm(model: str | None, host: str, port: int, api_key: str | None) -> N
     """Serve the model over an OpenAI-compatible HTTP API (llama_cpp.server)."""
     from agent.llm import N_CTX, SEED
     from agent.model_file import checked_model
-    from agent.threads import threads
+    from retrieval.threads import threads
 
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         raise UserError(f"refusing to serve on {host} without --api-key (or BITRAG_LLM_API_KEY)")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from agent.model_file import inspect_gguf, resolve_model, sha256_fix, sha256_of, sha256_ok
 from agent.registry import load_entries
-from agent.threads import configured, idle_cores
 from retrieval.embedder import resolve_embedder
 from retrieval.errors import UserError
 from retrieval.paths import bitrag_home, default_index_dir
 from retrieval.store import Index
+from retrieval.threads import configured, idle_cores
 
 LIBRARIES = (
     "llama-cpp-python",

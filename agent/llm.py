@@ -29,8 +29,8 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from agent.model_file import checked_model
-from agent.threads import threads
 from retrieval.errors import UserError
+from retrieval.threads import threads
 
 N_CTX = 2048
 SEED = 0

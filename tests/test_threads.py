@@ -8,7 +8,7 @@ import time
 import llama_cpp
 
 from agent.llm import LocalLLM
-from agent.threads import idle_cores
+from retrieval.threads import idle_cores
 
 
 def _spin() -> None:

@@ -1,4 +1,4 @@
-"""How many threads llama.cpp may use: BITRAG_THREADS, else the cores idle right now.
+"""How many threads llama.cpp and torch may use: BITRAG_THREADS, else the cores idle now.
 
 Measured on this 2-core machine (eval/bench_threads.py, SmolLM2-135M): idle, 2
 threads gave 327 prompt / 109 generated tokens/s against 174 / 52 with 1; with
@@ -7,6 +7,8 @@ two CPU-bound processes beside it, 2 threads fell to 55 / 23 while 1 thread kept
 core stalls all of them. The default therefore counts the cores nobody else is
 running on (Linux /proc/loadavg's runnable tasks, less this process's own) and is re-checked
 before every request, so a job that starts later slows bitrag down, not to a crawl.
+Torch's pool behaves the same way: with another job on both cores, one e5 query took
+976 ms on 2 threads and 44 ms on 1, so embeddings follow the same count.
 """
 
 import os
