@@ -8,6 +8,7 @@ lives in memory for as long as the process (one `chat`, one `ask`).
 import sqlite3
 from pathlib import Path
 
+from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -63,7 +64,9 @@ def make_agent(
     model: str | None = None,
     llm_url: str | None = None,
     session: str | None = None,
+    extra_tools: list[BaseTool] | None = None,
 ) -> Agent:
+    """`extra_tools`: tools beside the local ones, e.g. MCP servers' (mcp_servers.client)."""
     if not llm_url:
         checked_model(model)  # a bad model file is named now, not when first needed
     context = Context(
@@ -71,6 +74,6 @@ def make_agent(
         load_llm=lambda: load_llm(model, llm_url),
         weights=TermWeights(index.bm25),
         model_languages=model_languages(model, llm_url),
-        tools=local_tools(),
+        tools=[*local_tools(), *(extra_tools or [])],
     )
     return Agent(context, session_store(session))

@@ -58,12 +58,13 @@ def cli(debug: bool, threads: int | None) -> None:
 @cli.command()
 @click.option("--model", help=MODEL_HELP)
 @click.option("--index", help=INDEX_HELP)
+@click.option("--mcp-config", help="mcp.json to check (default: $BITRAG_HOME/mcp.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def doctor(model: str | None, index: str | None, as_json: bool) -> None:
-    """Check the installation, model, embedder and index."""
+def doctor(model: str | None, index: str | None, mcp_config: str | None, as_json: bool) -> None:
+    """Check the installation, model, embedder, index and MCP servers."""
     from agent.doctor import diagnose
 
-    report = diagnose(model, Path(index).expanduser() if index else None)
+    report = diagnose(model, Path(index).expanduser() if index else None, mcp_config)
     if as_json:
         _print_json(report)
     else:
@@ -73,6 +74,15 @@ def doctor(model: str | None, index: str | None, as_json: bool) -> None:
         llama = report["llama_cpp"]
         click.echo(f"llama.cpp: {llama['system_info']}")
         click.echo(f"threads:  {llama['threads']} ({llama['threads_from']})")
+        mcp = report["mcp"]
+        click.echo(f"mcp:      {mcp['config'] or 'no mcp.json'}")
+        for server in mcp["servers"]:
+            state = (
+                f"ok, {len(server['tools'])} tools ({', '.join(server['tools'])})"
+                if server["ok"]
+                else f"FAILS: {server['error']}"
+            )
+            click.echo(f"  {server['name']} [{server['transport']}] {state}")
         for problem in report["problems"]:
             click.echo(f"PROBLEM: {problem['what']} -> {problem['fix']}")
         click.echo("all good" if report["ok"] else f"{len(report['problems'])} problem(s)")
@@ -165,6 +175,16 @@ def _open(index: str | None):
 
 
 SESSION_HELP = "Conversation name: follow-ups resolve against it, also after a restart."
+MCP_CONFIG_HELP = "mcp.json of MCP servers whose tools the agent may use "
+MCP_CONFIG_HELP += "(default: $BITRAG_HOME/mcp.json when it exists)."
+
+
+def _mcp_tools(mcp_config: str | None):
+    """The started MCP servers of mcp.json (None without one); a server that does not start is
+    named in one line on stderr and left out."""
+    from mcp_servers.client import open_toolbox
+
+    return open_toolbox(mcp_config, lambda line: click.echo(line, err=True))
 
 
 @cli.command()
@@ -173,6 +193,7 @@ SESSION_HELP = "Conversation name: follow-ups resolve against it, also after a r
 @click.option("--llm-url", help=LLM_URL_HELP)
 @click.option("--index", help=INDEX_HELP)
 @click.option("--session", help=SESSION_HELP)
+@click.option("--mcp-config", help=MCP_CONFIG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ask(
     question: str,
@@ -180,6 +201,7 @@ def ask(
     llm_url: str | None,
     index: str | None,
     session: str | None,
+    mcp_config: str | None,
     as_json: bool,
 ) -> None:
     """Answer QUESTION from the indexed documents, quoting and citing them."""
@@ -188,8 +210,14 @@ def ask(
 
     if not question.strip():
         raise UserError("the question is empty")
-    agent = make_agent(_open(index), model, llm_url, session)
-    result = agent.ask(question, session or "default")
+    toolbox = _mcp_tools(mcp_config)
+    try:
+        tools = toolbox.tools if toolbox else []
+        agent = make_agent(_open(index), model, llm_url, session, tools)
+        result = agent.ask(question, session or "default")
+    finally:
+        if toolbox:
+            toolbox.close()
     if as_json:
         _print_json(result)
         return
@@ -201,7 +229,14 @@ def ask(
 @click.option("--llm-url", help=LLM_URL_HELP)
 @click.option("--index", help=INDEX_HELP)
 @click.option("--session", help=SESSION_HELP)
-def chat(model: str | None, llm_url: str | None, index: str | None, session: str | None) -> None:
+@click.option("--mcp-config", help=MCP_CONFIG_HELP)
+def chat(
+    model: str | None,
+    llm_url: str | None,
+    index: str | None,
+    session: str | None,
+    mcp_config: str | None,
+) -> None:
     """Talk with your notes; answers stream, evidence follows (/help inside)."""
     from agent.chat import Chat, run_chat
 
@@ -211,7 +246,13 @@ def chat(model: str | None, llm_url: str | None, index: str | None, session: str
         click.echo(text, nl=False)
         sys.stdout.flush()
 
-    run_chat(Chat(_open(index), model, llm_url, session, click.echo), write)
+    toolbox = _mcp_tools(mcp_config)
+    try:
+        tools = toolbox.tools if toolbox else []
+        run_chat(Chat(_open(index), model, llm_url, session, click.echo, tools), write)
+    finally:
+        if toolbox:
+            toolbox.close()
 
 
 @cli.command()
@@ -393,6 +434,7 @@ def mcp() -> None:
 @click.option("--index", help=INDEX_HELP)
 @click.option("--allow-ingest", multiple=True, help="retrieval: let `ingest` read under ROOT.")
 @click.option("--root", help="tools: the folder read_file/list_files may read.")
+@click.option("--model", help="agent: " + MODEL_HELP)
 def mcp_serve(
     name: str,
     transport: str,
@@ -402,6 +444,7 @@ def mcp_serve(
     index: str | None,
     allow_ingest: tuple[str, ...],
     root: str | None,
+    model: str | None,
 ) -> None:
     """Run the NAME MCP server over stdio (default) or streamable HTTP on 127.0.0.1."""
     from mcp_servers.auth import bind_problem
@@ -412,6 +455,7 @@ def mcp_serve(
         (index, "--index", spec.uses_index),
         (allow_ingest, "--allow-ingest", name == "retrieval"),
         (root, "--root", name == "tools"),
+        (model, "--model", spec.uses_model),
     ):
         if given and not applies:
             raise UserError(f"{flag} does not apply to the {name} server")
@@ -424,6 +468,7 @@ def mcp_serve(
         index=Path(index).expanduser() if index else None,
         allow_ingest=[Path(p).expanduser() for p in allow_ingest],
         root=Path(root).expanduser() if root else None,
+        model=model,
     )
     try:
         serve(name, options, transport, host, port, token or None)  # type: ignore[arg-type]

@@ -136,7 +136,23 @@ def _threads() -> dict:
     }
 
 
-def diagnose(model: str | None, index_dir: Path | None) -> dict:
+def _mcp(mcp_config: str | None, problems: list[dict]) -> dict:
+    """Start each server of mcp.json (with a time limit), list its tools, stop it."""
+    from mcp_servers.client import probe
+
+    report = probe(mcp_config)
+    for line in report["problems"]:
+        problems.append({"what": line, "fix": "fix that entry of the MCP config"})
+    for server in report["servers"]:
+        if not server["ok"]:
+            what = f"MCP server {server['name']!r} does not start: {server['error']}"
+            log = f"; see {server['log']}" if server.get("log") else ""
+            fix = f"check its command/url in {report['config']}{log}"
+            problems.append({"what": what, "fix": fix})
+    return report
+
+
+def diagnose(model: str | None, index_dir: Path | None, mcp_config: str | None = None) -> dict:
     """Everything `ask` would use, checked; index_dir None means the default index."""
     problems: list[dict] = []
     home = _home(problems)
@@ -152,6 +168,7 @@ def diagnose(model: str | None, index_dir: Path | None) -> dict:
         "embedder": _embedder(problems),
         "llama_cpp": {"system_info": _llama_system_info(), **_threads()},
         "index": _index(index_dir, problems),
+        "mcp": _mcp(mcp_config, problems) if home else {"config": None, "servers": []},
     }
     missing = [name for name, version in report["libraries"].items() if version is None]
     if missing:

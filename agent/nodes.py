@@ -30,7 +30,7 @@ def start(state: State, runtime: Runtime[Context]) -> State:
     previous = history[-1]["query"] if history else None
     question = state["question"]
     return {
-        "route": routing.route(question),
+        "route": routing.route(question, toolcall.can_convert(runtime.context.tools)),
         "query": followup.resolve(question, previous),
         "searched": [],
         "hits": [],

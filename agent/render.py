@@ -21,4 +21,5 @@ def show_answer(result: dict, echo: Callable[[str], None], answer_shown: bool = 
         echo(f'[{n}] "{item["quote"]}"')
         echo(f"    {item['source']} ({item['chunk_id']})")
     if tool := result.get("tool"):
-        echo(f"tool: {tool['name']}({tool['args']}) -> {tool['output']}")
+        where = f" [MCP server {tool['server']}]" if tool.get("server") else ""
+        echo(f"tool: {tool['name']}({tool['args']}){where} -> {tool['output']}")

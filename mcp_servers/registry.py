@@ -1,7 +1,7 @@
 """The names of bitrag's MCP servers and what each one takes; imports nothing heavy.
 
 The CLI builds its choices and `bitrag mcp config` its snippet from ``SERVERS``, so adding a
-server (the ``agent`` one) is one entry here and one builder in ``mcp_servers.serve``.
+server is one entry here and one builder in ``mcp_servers.serve``.
 """
 
 from dataclasses import dataclass
@@ -13,6 +13,7 @@ class ServerSpec:
     default_port: int
     summary: str
     uses_index: bool = False  # takes --index (and builds the default index on first use)
+    uses_model: bool = False  # takes --model (a GGUF file or a registered name)
 
 
 SERVERS: dict[str, ServerSpec] = {
@@ -20,5 +21,6 @@ SERVERS: dict[str, ServerSpec] = {
     for spec in (
         ServerSpec("retrieval", 8765, "search, chunks and documents of your notes", True),
         ServerSpec("tools", 8766, "calculator, units, date/time, files inside --root"),
+        ServerSpec("agent", 8767, "ask: answers from your notes with citations", True, True),
     )
 }

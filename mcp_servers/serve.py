@@ -25,6 +25,7 @@ class ServeOptions:
     index: Path | None = None  # None: the default index, built from the sample corpus if absent
     allow_ingest: list[Path] = field(default_factory=list)
     root: Path | None = None
+    model: str | None = None  # agent: a GGUF path or registered name (None: the default)
 
 
 @contextmanager
@@ -61,9 +62,18 @@ def _tools(options: ServeOptions) -> FastMCP:
     return build_tools_server(options.root)
 
 
+def _agent(options: ServeOptions) -> FastMCP:
+    from mcp_servers.agent_server import AgentService, build_agent_server
+
+    directory = options.index or default_index_dir()
+    corpus = None if options.index else SAMPLE_CORPUS
+    return build_agent_server(AgentService(directory, corpus, options.model))
+
+
 BUILDERS: dict[str, Callable[[ServeOptions], FastMCP]] = {
     "retrieval": _retrieval,
     "tools": _tools,
+    "agent": _agent,
 }
 
 

@@ -343,7 +343,7 @@ def test_bind_rules() -> None:
 def test_mcp_config_snippet(run_json, home: Path, small_index: Path) -> None:
     snippet = run_json("mcp", "config", "--index", str(small_index))
     servers = snippet["mcpServers"]
-    assert set(servers) == {"bitrag-retrieval", "bitrag-tools"}
+    assert set(servers) == {"bitrag-retrieval", "bitrag-tools", "bitrag-agent"}
     for name, entry in servers.items():
         command = Path(entry["command"])
         assert command.is_absolute() and command.exists()
@@ -353,6 +353,7 @@ def test_mcp_config_snippet(run_json, home: Path, small_index: Path) -> None:
         assert "stdio" in entry["args"]
         assert entry["env"]["BITRAG_HOME"] == str(home.resolve())
     assert str(small_index.resolve()) in servers["bitrag-retrieval"]["args"]
+    assert str(small_index.resolve()) in servers["bitrag-agent"]["args"]
 
 
 def test_serve_refuses_options_of_another_server(run) -> None:
