@@ -41,6 +41,7 @@ class Header:
     tensor_bytes: list[int]
     tensor_elements: list[int]
     data_end: int  # bytes the file needs to hold every tensor
+    tensor_types: tuple[int, ...] = ()  # ggml type per tensor (GGMLQuantizationType values)
 
 
 class _Cursor:
@@ -94,7 +95,7 @@ def read_header(path: Path) -> Header:
         for _ in range(n_kv):
             key, kind = cursor.string(), cursor.take("I")
             metadata[key] = cursor.value(kind)
-        sizes, elements, ends = [], [], []
+        sizes, elements, ends, kinds = [], [], [], []
         for _ in range(n_tensors):
             cursor.string()
             dims = [cursor.take("Q") for _ in range(cursor.take("I"))]
@@ -107,8 +108,10 @@ def read_header(path: Path) -> Header:
             for d in dims:
                 count *= d
             elements.append(count)
+            kinds.append(kind)
             sizes.append(count // block * type_size)
             ends.append(offset + sizes[-1])
         alignment = int(metadata.get("general.alignment") or 32)
         data_start = -(-cursor.pos // alignment) * alignment
-        return Header(metadata, sizes, elements, data_start + max(ends, default=0))
+        data_end = data_start + max(ends, default=0)
+        return Header(metadata, sizes, elements, data_end, tuple(kinds))

@@ -1,0 +1,191 @@
+"""Answers through the agent graph for every rung, with retrieval done once.
+
+`RecordedIndex` wraps the index and remembers every search: the evidence-only row runs
+first and fills it, so every rung reads the very same hits (and so the same evidence) and
+differences between rungs come from the model alone. Each row's answers are appended to a
+per-row log, one conversation (a question and its follow-ups) per line, so an interrupted
+run resumes after the last finished conversation. Scores per question: keyword hit and
+token-F1 (answerable questions), answered / abstained, citations right / given, mode.
+Retrieval metrics (hit@1, hit@5, recall@5, MRR@10, nDCG@10) are computed once.
+"""
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.evidence import TermWeights
+from agent.graph import Agent
+from agent.state import Context
+from eval import eval_cache
+from eval.bench_answers import cited_right, keyword_hit
+from eval.bench_answers import make_agent as bench_agent
+from eval.dataset import Question
+from eval.retrieval_metrics import hit_at, mrr_at, ndcg_at, recall_at
+from retrieval.store import Hit, Index
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_MARKER = re.compile(r"\[\d+\]")
+
+
+class RecordedIndex:
+    """The index with every search remembered: one retrieval per (query, k, retriever)."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self._seen: dict[tuple, list[Hit]] = {}
+
+    def search(self, query: str, k: int = 5, retriever="hybrid") -> list[Hit]:
+        found = self._seen.get((query, k, retriever))
+        if found is None:
+            found = self._seen[(query, k, retriever)] = self._index.search(query, k, retriever)
+        return list(found)
+
+    @property
+    def searches(self) -> int:
+        return len(self._seen)
+
+    def __getattr__(self, name: str):
+        return getattr(self._index, name)
+
+
+def tokens(text: str) -> list[str]:
+    return _WORD.findall(_MARKER.sub(" ", text).lower())
+
+
+def token_f1(answer: str, reference: str) -> float:
+    """SQuAD-style token F1 (lower-cased word tokens, citation markers dropped)."""
+    got, want = tokens(answer), tokens(reference)
+    if not got or not want:
+        return float(got == want)
+    common = sum(min(got.count(t), want.count(t)) for t in set(got))
+    if not common:
+        return 0.0
+    precision, recall = common / len(got), common / len(want)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score(record: dict, q: Question) -> dict:
+    """What one answer scores; None where a measure does not apply to the question."""
+    cites = cited_right(record, q) if q.answerable else []
+    return {
+        "keyword_hit": float(keyword_hit(record["answer"], q)) if q.answerable else None,
+        "token_f1": round(token_f1(record["answer"], q.answer), 6) if q.answerable else None,
+        "answered": float(not record["abstained"]) if q.answerable else None,
+        "abstained_unanswerable": float(record["abstained"]) if not q.answerable else None,
+        "cites_right": sum(cites),
+        "cites_given": len(cites),
+        "mode": record["mode"],
+    }
+
+
+def conversations(questions: list[Question]) -> list[list[Question]]:
+    """Questions grouped into conversations: a question and the follow-ups after it."""
+    groups: list[list[Question]] = []
+    for q in questions:
+        if q.follows and groups and any(p.id == q.follows for p in groups[-1]):
+            groups[-1].append(q)
+        else:
+            groups.append([q])
+    return groups
+
+
+def _keep(result: dict, q: Question, seconds: float) -> dict:
+    return {
+        "id": q.id,
+        "answer": result["answer"],
+        "mode": result["mode"],
+        "abstained": result["abstained"],
+        "citations": result["citations"],
+        "evidence": [[e["chunk_id"], e["quote"]] for e in result["evidence"]],
+        "note": result["note"],
+        "seconds": round(seconds, 3),
+    }
+
+
+def run_row(
+    make: Callable[[], Agent],
+    questions: list[Question],
+    log: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
+    """One record per question, resuming from `log`; the agent is built only if needed."""
+    done = eval_cache.read_lines(log)
+    if log.is_file():
+        eval_cache.rewrite_lines(log, done)
+    by_group = {row["group"]: row["records"] for row in done}
+    agent: Agent | None = None
+    records: list[dict] = []
+    for group in conversations(questions):
+        if group[0].id in by_group and len(by_group[group[0].id]) == len(group):
+            records += by_group[group[0].id]
+        else:
+            agent = agent or make()
+            kept = []
+            for q in group:
+                start = time.perf_counter()
+                result = agent.ask(q.question, group[0].id)
+                kept.append(_keep(result, q, time.perf_counter() - start))
+            eval_cache.append_line(log, {"group": group[0].id, "records": kept})
+            records += kept
+        if progress:
+            progress(len(records), len(questions))
+    return records
+
+
+def evidence_agent(index: RecordedIndex) -> Agent:
+    return bench_agent("evidence", index)  # type: ignore[arg-type]
+
+
+def rung_agent(index: RecordedIndex, llm, languages: frozenset[str] | None) -> Agent:
+    """The agent graph with this rung's model; it reads what the source model reads."""
+    from agent.assemble import session_store
+    from agent.tools import local_tools
+
+    context = Context(
+        index=index,  # type: ignore[arg-type]
+        load_llm=lambda: llm,
+        weights=TermWeights(index.bm25),
+        model_languages=languages,
+        tools=local_tools(),
+    )
+    return Agent(context, session_store(None))
+
+
+def _matches(source: str, wanted: str) -> bool:
+    path = Path(source).as_posix()
+    return path == wanted or path.endswith("/" + wanted) or Path(source).name == wanted
+
+
+def retrieval_metrics(index: RecordedIndex, questions: list[Question], k: int = 10) -> list[dict]:
+    """Per answerable question: hit@1, hit@5, recall@5, MRR@10, nDCG@10 of hybrid search
+    (a follow-up is searched together with the question it follows)."""
+    by_id = {q.id: q for q in questions}
+    rows = []
+    for q in questions:
+        if not q.answerable or not q.sources:
+            continue
+        parent = by_id.get(q.follows) if q.follows else None
+        text = f"{parent.question} {q.question}" if parent else q.question
+        docs = []
+        for hit in index.search(text, k, "hybrid"):
+            match = next((s for s in q.sources if _matches(hit.chunk.source, s)), None)
+            docs.append(match or hit.chunk.source)
+        relevant = set(q.sources)
+        rows.append(
+            {
+                "id": q.id,
+                "hit@1": hit_at(docs, relevant, 1),
+                "hit@5": hit_at(docs, relevant, 5),
+                "recall@5": recall_at(docs, relevant, 5),
+                "mrr@10": mrr_at(docs, relevant, 10),
+                "ndcg@10": ndcg_at(docs, relevant, 10),
+            }
+        )
+    return rows
+
+
+def same_evidence(records: list[dict], reference: list[dict]) -> int:
+    """How many questions got other evidence than the evidence-only row (expected 0)."""
+    ref = {r["id"]: r["evidence"] for r in reference}
+    return sum(1 for r in records if r["evidence"] and r["evidence"] != ref.get(r["id"]))

@@ -1,0 +1,82 @@
+"""The eval's resumable cache under --out/cache: content hashes, keys and atomic writes.
+
+Every cached result is named by a key: the sha256 of a JSON object that holds what the
+result depends on (model file sha256, dataset sha256, index manifest sha256, settings and
+CACHE_VERSION). A result file appears only once complete (written to a temp name, then
+renamed), except the per-conversation answer logs, which are appended line by line; a
+half-written last line is ignored when read back.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+CACHE_VERSION = 1
+
+
+def sha256_file(path: Path, memo: Path | None = None) -> str:
+    """sha256 of a file; with `memo`, remembered per (path, size, mtime) across runs."""
+    stat = path.stat()
+    tag = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    known = (read_json(memo) or {}) if memo else {}
+    if tag in known:
+        return known[tag]
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if memo:
+        known[tag] = digest.hexdigest()
+        write_json(memo, known)
+    return digest.hexdigest()
+
+
+def key(**parts) -> str:
+    """A short stable name for what a cached result depends on."""
+    text = json.dumps({"v": CACHE_VERSION, **parts}, sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def read_json(path: Path | None) -> dict | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a damaged cache entry is recomputed
+
+
+def write_json(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The complete JSON lines of an append-only log (a torn last line is dropped)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+    return rows
+
+
+def rewrite_lines(path: Path, rows: list[dict]) -> None:
+    """Keep only complete lines, so the next append does not land on a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    os.replace(tmp, path)
+
+
+def append_line(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,292 @@
+"""`bitrag eval`: accuracy versus bit-width on the user's own documents, start to finish.
+
+    1. check the types (imatrix-only ones refused), the source model, the dataset, the index;
+    2. requantize the source into every rung (cached under --out/models);
+    3. sample held-out tokens from the indexed chunk text (seeded) and measure each rung in
+       its own process: load time, tokens/s, peak RSS, divergence from the top rung
+       (the rung with the most bits per weight, which writes the reference log-probs);
+    4. answer the questions through the agent graph: the evidence-only row first (it fills
+       the recorded retrieval), then every rung over the same hits;
+    5. paired bootstrap intervals, recommendation, results.json, report.md, the plot.
+
+Everything is cached under --out/cache by what it depends on (eval/eval_cache.py), so an
+interrupted run resumes and a repeated one reuses its work. Numbers are deterministic
+(temperature 0, seed 0, fixed samples); timings, memory and seconds sit under `measured`.
+"""
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eval import eval_cache, question_set
+from eval.dataset import QA_PATH
+
+EVAL_LADDER: tuple[str, ...] = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
+BENCH_PROMPT_TOKENS = 128
+BENCH_GEN_TOKENS = 32
+BENCH_REPS = 3
+MODES = ["generated", "quoted", "abstained"]
+
+
+@dataclass
+class Options:
+    source: str | None = None
+    types: list[str] = field(default_factory=lambda: list(EVAL_LADDER))
+    dataset: Path = QA_PATH
+    index: Path | None = None
+    split: str = "test"
+    limit: int | None = None
+    out: Path = Path("bitrag-eval")
+    kld_tokens: int = 2048
+
+
+class Progress:
+    """One overwritten status line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r\033[K{message}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+@contextmanager
+def pinned_threads(n: int):
+    """The same thread count for every rung and the agent, for the whole run."""
+    old = os.environ.get("BITRAG_THREADS")
+    os.environ["BITRAG_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("BITRAG_THREADS", None)
+        else:
+            os.environ["BITRAG_THREADS"] = old
+
+
+def _open_index(index: Path | None):
+    from retrieval.paths import SAMPLE_CORPUS, bitrag_home
+    from retrieval.store import open_index
+
+    if index is None:  # the sample corpus, brought up to date (unchanged files are skipped)
+        from retrieval.store import FORMAT_VERSION, Index, ingest
+
+        directory = bitrag_home() / f"eval-sample-index-v{FORMAT_VERSION}"
+        ingest([SAMPLE_CORPUS], directory)
+        return Index.load(directory)
+    return open_index(index)
+
+
+def _source(source: str | None, memo: Path) -> dict:
+    from agent.model_file import checked_model
+    from eval.quantize import _describe_source
+
+    info = checked_model(source)
+    described = _describe_source(info)
+    quantized = bool(described["ceiling_note"])
+    return described | {
+        "name": info.path.name,
+        "quantized": quantized,
+        "sha256": eval_cache.sha256_file(info.path, memo),
+    }
+
+
+def _windows(index, top_path: Path, tokens: int, cache: Path, source_sha: str, manifest: str):
+    from llama_cpp import Llama
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    from eval.divergence import SEED, WINDOW, sample_windows
+
+    window = min(WINDOW, max(16, 2 * tokens))
+    name = eval_cache.key(
+        what="windows", source=source_sha, index=manifest, tokens=tokens, window=window, seed=SEED
+    )
+    path = cache / f"windows-{name}.npy"
+    if not path.is_file():
+        with suppress_stdout_stderr(disable=False):  # llama.cpp's context chatter
+            vocab = Llama(model_path=str(top_path), vocab_only=True, verbose=False)
+        texts = [c.text for c in index.chunks]
+        windows = sample_windows(
+            texts, lambda t: vocab.tokenize(t.encode("utf-8"), add_bos=False), tokens, window
+        )
+        tmp = cache / f".windows-{name}.{os.getpid()}.npy"
+        np.save(tmp, windows)
+        os.replace(tmp, path)
+    return name, path, np.load(path)
+
+
+def measure_rungs(
+    rungs: list[dict],
+    cache: Path,
+    windows_key: str,
+    windows_path: Path,
+    windows: np.ndarray,
+    threads: int,
+    progress: Callable[[str], None],
+) -> None:
+    """Speed, memory and divergence for every rung (top first: it writes the reference)."""
+    from agent.llm import N_CTX
+    from eval.rungs import measure
+
+    top = rungs[0]
+    ref_path = (
+        cache / f"ref-{eval_cache.key(what='ref', model=top['sha256'], windows=windows_key)}.npy"
+    )
+    bench = {"prompt": BENCH_PROMPT_TOKENS, "gen": BENCH_GEN_TOKENS, "reps": BENCH_REPS}
+
+    def result_file(rung: dict) -> Path:
+        name = eval_cache.key(what="rung", model=rung["sha256"], ref=ref_path.name, bench=bench)
+        return cache / f"rung-{name}.json"
+
+    for i, rung in enumerate(rungs):
+        out = result_file(rung)
+        result = eval_cache.read_json(out)
+        missing = any(not result_file(r).is_file() for r in rungs[1:])
+        needs_ref = rung is top and not ref_path.is_file() and missing
+        if result is None or needs_ref:
+            progress(f"[{i + 1}/{len(rungs)}] measuring {rung['type']} (speed, memory, divergence)")
+            spec = {
+                "model": rung["path"],
+                "threads": threads,
+                "n_ctx": N_CTX,
+                "bench_prompt": windows.reshape(-1)[:BENCH_PROMPT_TOKENS].tolist(),
+                "gen_tokens": BENCH_GEN_TOKENS,
+                "reps": BENCH_REPS,
+                "windows": str(windows_path),
+                "reference": str(ref_path),
+                "write_reference": rung is top,
+                "out": str(out),
+            }
+            result = measure(spec, cache / f".spec-{out.stem}.json")
+        rung["divergence"] = result["divergence"]
+        rung["measured"] = result["speed"] | {"threads": threads}
+    ref_path.unlink(missing_ok=True)  # every rung is measured now; results are cached
+
+
+def answer_rows(
+    rungs, questions, index, languages, keys: dict, cache: Path, progress: Callable[[str], None]
+) -> dict[str, list[dict]]:
+    """Records per row: evidence-only first (it fills the recorded retrieval), then rungs."""
+    from agent.llm import LocalLLM
+    from eval.answers_per_rung import evidence_agent, run_row, rung_agent
+
+    def counter(label: str):
+        return lambda done, total: progress(f"answers {label}: {done}/{total}")
+
+    rows: dict[str, list[dict]] = {}
+    name = eval_cache.key(what="answers", row="evidence", **keys)
+    rows["evidence"] = run_row(
+        lambda: evidence_agent(index),
+        questions,
+        cache / f"answers-{name}.jsonl",
+        counter("evidence"),
+    )
+    for rung in rungs:
+        name = eval_cache.key(
+            what="answers", row=rung["sha256"], languages=sorted(languages or []), **keys
+        )
+        held: list = []
+
+        def make(rung=rung, held=held):
+            held.append(LocalLLM(Path(rung["path"])))
+            return rung_agent(index, held[0], languages)
+
+        rows[rung["type"]] = run_row(
+            make, questions, cache / f"answers-{name}.jsonl", counter(rung["type"])
+        )
+        for llm in held:
+            llm._llama.close()
+    return rows
+
+
+def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
+    """Run (or resume) the whole eval and write results.json, report.md, accuracy_vs_bits.png."""
+    from agent.assemble import model_languages
+    from eval import answers_per_rung as apr
+    from eval import results as results_file
+    from eval.divergence import n_scored
+    from eval.quantize import _check_out_dir, _check_types
+    from eval.rungs import describe, quantized
+    from retrieval.threads import threads
+
+    say = progress or (lambda message: None)
+    started = time.time()
+    names = _check_types(list(opts.types))
+    questions = question_set.select(
+        question_set.load(opts.dataset), opts.split, opts.limit, opts.dataset
+    )
+    out = opts.out
+    _check_out_dir(out)
+    cache, models = out / "cache", out / "models"
+    cache.mkdir(exist_ok=True)
+    models.mkdir(exist_ok=True)
+    memo = cache / "sha256.json"
+    source = _source(opts.source, memo)
+    languages = model_languages(opts.source, None)
+    index = apr.RecordedIndex(_open_index(opts.index))
+    manifest = eval_cache.sha256_file(index.generation / "manifest.json")
+    n_threads = threads()
+    with pinned_threads(n_threads):
+        rungs = []
+        for i, name in enumerate(names, 1):
+            say(f"[{i}/{len(names)}] quantizing {source['name']} to {name}")
+            path = quantized(Path(source["path"]), source["sha256"], name, models, memo)
+            rungs.append(describe(name, path, memo))
+        rungs.sort(key=lambda r: -r["bits_per_weight"])  # stable: ties keep the given order
+        windows_key, windows_path, windows = _windows(
+            index, Path(rungs[0]["path"]), opts.kld_tokens, cache, source["sha256"], manifest
+        )
+        measure_rungs(rungs, cache, windows_key, windows_path, windows, n_threads, say)
+        keys = {
+            "dataset": eval_cache.sha256_file(opts.dataset),
+            "split": opts.split,
+            "ids": [q.id for q in questions],
+            "index": manifest,
+        }
+        rows = answer_rows(rungs, questions, index, languages, keys, cache, say)
+    say("scoring")
+    results = results_file.assemble(
+        opts=opts,
+        source=source,
+        rungs=rungs,
+        questions=questions,
+        rows=rows,
+        retrieval=apr.retrieval_metrics(index, questions),
+        index={
+            "path": str(index.generation.parent),
+            "generation": index.generation.name,
+            "manifest_sha256": manifest,
+            "chunks": len(index.chunks),
+        },
+        settings={
+            "seed": 0,
+            "temperature": 0.0,
+            "threads": n_threads,
+            "kld_tokens": n_scored(windows),
+            "kld_tokens_asked": opts.kld_tokens,
+            "window": int(windows.shape[1]),
+            "bench_prompt_tokens": BENCH_PROMPT_TOKENS,
+            "bench_gen_tokens": BENCH_GEN_TOKENS,
+            "bench_reps": BENCH_REPS,
+            "llama_cpp": __import__("llama_cpp").__version__,
+            "languages": sorted(languages) if languages is not None else None,
+        },
+        seconds=time.time() - started,
+    )
+    results_file.write_outputs(results, out)
+    if progress and hasattr(progress, "done"):
+        progress.done()
+    return results

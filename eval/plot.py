@@ -1,0 +1,74 @@
+"""accuracy_vs_bits.png: keyword hit (with 95% intervals) and mean KLD against bits per weight,
+the evidence-only row as a horizontal floor. Headless (matplotlib's Agg backend)."""
+
+from pathlib import Path
+
+
+def draw(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rungs = results["rungs"]
+    bits = [r["bits_per_weight"] for r in rungs]
+    fig, acc = plt.subplots(figsize=(8, 5), dpi=110)
+    hits = [r["answers"]["keyword_hit"] for r in rungs]
+    if all(h["value"] is not None for h in hits):
+        values = [h["value"] for h in hits]
+        low = [h["value"] - (h["ci95"] or [h["value"]] * 2)[0] for h in hits]
+        high = [(h["ci95"] or [h["value"]] * 2)[1] - h["value"] for h in hits]
+        acc.errorbar(
+            bits,
+            values,
+            yerr=[low, high],
+            fmt="o-",
+            color="tab:blue",
+            capsize=4,
+            label="keyword hit (95% CI)",
+        )
+        for x, y, r in zip(bits, values, rungs, strict=True):
+            acc.annotate(r["type"], (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
+        floor = results["evidence_only"]["answers"]["keyword_hit"]
+        acc.axhline(
+            floor["value"],
+            color="tab:gray",
+            linestyle="--",
+            label=f"evidence-only floor ({floor['value']:.3f})",
+        )
+        if floor["ci95"]:
+            acc.axhspan(*floor["ci95"], color="tab:gray", alpha=0.12)
+    acc.set_xlabel("bits per weight (measured from the tensors)")
+    acc.set_ylabel("keyword hit (answerable questions)")
+    acc.set_ylim(-0.02, 1.02)
+    kld = acc.twinx()
+    kld.plot(
+        bits,
+        [r["divergence"]["kld_mean"] for r in rungs],
+        "s:",
+        color="tab:red",
+        label=f"mean KLD vs {results['top_rung']}",
+    )
+    kld.set_ylabel("mean KL divergence (nats/token)", color="tab:red")
+    kld.tick_params(axis="y", labelcolor="tab:red")
+    kld.set_ylim(bottom=0)
+    handles = acc.get_legend_handles_labels()
+    more = kld.get_legend_handles_labels()
+    acc.legend(
+        handles[0] + more[0],
+        handles[1] + more[1],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.13),
+        ncol=3,
+        fontsize=8,
+    )
+    acc.margins(x=0.08)
+    label = results["top_rung_label"]
+    acc.set_title(
+        f"{results['source']['name']}: accuracy vs bit-width (top rung: {label})", fontsize=9
+    )
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)

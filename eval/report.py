@@ -1,0 +1,154 @@
+"""report.md: the eval's results as tables a person reads, from results.json's object."""
+
+
+def _ci(m: dict | None, digits: int = 3) -> str:
+    if not m or m.get("value") is None:
+        return "–"
+    ci = m.get("ci95")
+    text = f"{m['value']:.{digits}f}"
+    return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else text
+
+
+def _diff(m: dict, key: str) -> str:
+    d = m.get(key)
+    if not d:
+        return "–"
+    ci = d["ci95"]
+    return f"{d['diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else f"{d['diff']:+.3f}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _modes(answers: dict) -> str:
+    parts = []
+    for key, m in answers.items():
+        if key.startswith("mode=") and m["value"] is not None:
+            parts.append(f"{key[5:]} {round(m['value'] * m['n'])}")
+    return ", ".join(parts)
+
+
+def markdown(r: dict) -> str:
+    src, top = r["source"], r["top_rung"]
+    ds, s = r["dataset"], r["settings"]
+    lines = [
+        "# bitrag eval: accuracy versus bit-width",
+        "",
+        f"- source: `{src['name']}` ({src['type']}, {src['bits_per_weight']:.2f} bits per weight, "
+        f"{src['bytes']:,} bytes, sha256 {src['sha256'][:16]}…)",
+        f"- top rung: **{top}**, the {r['top_rung_label']}"
+        + (" (the source is itself quantized; see caveats)" if src["quantized"] else ""),
+        f"- dataset: `{ds['path']}`, split {ds['split']}, {ds['questions']} questions "
+        f"({ds['answerable']} answerable, {ds['unanswerable']} unanswerable)",
+        f"- index: `{r['index']['path']}` generation {r['index']['generation']} "
+        f"({r['index']['chunks']} chunks)",
+        f"- settings: temperature 0, seed {s['seed']}, threads {r['measured']['threads']}, "
+        f"divergence over {s['kld_tokens']} tokens, {s['bootstrap_replicates']} paired bootstrap "
+        f"draws, llama-cpp-python {s['llama_cpp']}",
+        "",
+        "## Recommendation",
+        "",
+        r["recommendation"]["summary"],
+    ]
+    rec = r["recommendation"]
+    if rec.get("type"):
+        chosen = next(x for x in r["rungs"] if x["type"] == rec["type"])
+        m = chosen["measured"]
+        lines.append(
+            f"Speed of {rec['type']} here: {m['gen_tokens_per_s']} generated and "
+            f"{m['prompt_tokens_per_s']} prompt tokens/s, peak RSS {m['peak_rss_mb']} MB."
+        )
+    lines += ["", "## Size and speed (one process per rung)", ""]
+    lines += _table(
+        [
+            "rung",
+            "MB",
+            "bits/weight",
+            "tensor types",
+            "load s",
+            "prompt tok/s",
+            "gen tok/s",
+            "peak RSS MB",
+        ],
+        [
+            [
+                x["type"],
+                f"{x['bytes'] / 1e6:.1f}",
+                f"{x['bits_per_weight']:.3f}",
+                ", ".join(f"{k}:{v}" for k, v in x["tensor_types"].items()),
+                x["measured"]["load_s"],
+                x["measured"]["prompt_tokens_per_s"],
+                x["measured"]["gen_tokens_per_s"],
+                x["measured"]["peak_rss_mb"],
+            ]
+            for x in r["rungs"]
+        ],
+    )
+    lines += ["", f"## Divergence from {top} over the indexed text", ""]
+    lines += _table(
+        [
+            "rung",
+            "mean KLD",
+            "median KLD",
+            "p99.9 KLD",
+            "same top",
+            "RMS Δp top",
+            "RMS Δp next",
+            "PPL ratio [95%]",
+        ],
+        [
+            [
+                x["type"],
+                f"{d['kld_mean']:.5f} ± {d['kld_mean_se']:.5f}",
+                f"{d['kld_median']:.5f}",
+                f"{d['kld_p99_9']:.4f}",
+                f"{d['same_top_rate'] * 100:.1f}%",
+                f"{d['rms_dp_top'] * 100:.2f}%",
+                f"{d['rms_dp_next'] * 100:.2f}%",
+                "{:.4f} [{:.4f}, {:.4f}]".format(d["ppl_ratio"], *d["ppl_ratio_ci95"]),
+            ]
+            for x in r["rungs"]
+            for d in [x["divergence"]]
+        ],
+    )
+    lines += ["", "## Answers through the agent graph (same retrieval for every row)", ""]
+    rows = [("evidence-only (no model)", r["evidence_only"]["answers"], None)]
+    rows += [(x["type"], x["answers"], x) for x in r["rungs"]]
+    lines += _table(
+        [
+            "row",
+            "keyword hit [95%]",
+            "vs top",
+            "vs evidence-only",
+            "token F1 [95%]",
+            "answered",
+            "abstained (unans.)",
+            "citation precision",
+            "modes",
+            "s/question",
+        ],
+        [
+            [
+                name,
+                _ci(a["keyword_hit"]),
+                _diff(a["keyword_hit"], "vs_top"),
+                _diff(a["keyword_hit"], "vs_evidence"),
+                _ci(a["token_f1"]),
+                _ci(a["answered"]),
+                _ci(a["abstained_unanswerable"]),
+                _ci(a["citation_precision"]),
+                _modes(a),
+                (x or {"measured": r["evidence_only"]["measured"]})["measured"]["s_per_question"],
+            ]
+            for name, a, x in rows
+        ],
+    )
+    ret = r["retrieval"]
+    lines += ["", f"## Retrieval (once, {ret['retriever']}, {ret['n']} answerable questions)", ""]
+    measures = [m for m in ("hit@1", "hit@5", "recall@5", "mrr@10", "ndcg@10") if m in ret]
+    lines += _table(measures, [[_ci(ret[m]) for m in measures]]) if measures else ["(none)"]
+    lines += ["", "## Caveats", ""] + [f"- {c}" for c in r["caveats"]]
+    lines += ["", "Plot: accuracy_vs_bits.png. Numbers: results.json (schema in eval/README.md)."]
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""results.json: the eval's numbers in one documented object (schema: eval/README.md),
+the recommendation drawn from them, and the writing of all three outputs.
+
+Everything outside keys named `measured` is deterministic: two runs of the same eval give
+the same values. Under `measured` sit timings, tokens/s, peak memory and thread counts.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eval.answers_per_rung import same_evidence, score
+from eval.dataset import Question
+from eval.paired_bootstrap import REPLICATES, SEED, draws, summarize_rows
+
+SCHEMA_VERSION = 1
+MODES = ["generated", "quoted", "abstained"]
+RETRIEVAL_MEASURES = ("hit@1", "hit@5", "recall@5", "mrr@10", "ndcg@10")
+
+
+def _retrieval_summary(rows: list[dict]) -> dict:
+    out: dict = {"n": len(rows), "retriever": "hybrid", "k": 10}
+    if not rows:
+        return out
+    idx = draws(len(rows))
+    for m in RETRIEVAL_MEASURES:
+        values = np.array([r[m] for r in rows], dtype=np.float64)
+        lo, hi = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
+        out[m] = {
+            "value": round(float(values.mean()), 4),
+            "ci95": [round(float(lo), 4), round(float(hi), 4)],
+        }
+    return out
+
+
+def recommend(rungs: list[dict], answers: dict[str, dict]) -> dict:
+    """The smallest rung whose keyword hit reaches the lower end of the top rung's 95%
+    interval; and whether any rung beats the evidence-only row at all."""
+    top = rungs[0]
+    top_hit = answers[top["type"]]["keyword_hit"]
+    floor = answers["evidence"]["keyword_hit"]["value"]
+    if top_hit["value"] is None:
+        return {
+            "type": None,
+            "criterion": "none",
+            "beats_evidence_only": None,
+            "summary": "No answerable questions were asked, so no rung can be recommended "
+            "on accuracy; see the divergence table.",
+        }
+    bound = top_hit["ci95"][0] if top_hit["ci95"] else top_hit["value"]
+    ok = [r for r in rungs if answers[r["type"]]["keyword_hit"]["value"] >= bound]
+    pick = min(ok, key=lambda r: (r["bytes"], -r["bits_per_weight"]))
+    beating = [r["type"] for r in rungs if answers[r["type"]]["keyword_hit"]["value"] > floor]
+    hit = answers[pick["type"]]["keyword_hit"]["value"]
+    summary = (
+        f"{pick['type']} ({pick['bytes'] / 1e6:.1f} MB, {pick['bits_per_weight']:.2f} bits per "
+        f"weight) is the smallest rung whose keyword hit ({hit:.3f}) reaches the lower end of "
+        f"the top rung {top['type']}'s 95% interval ({bound:.3f}; top {top_hit['value']:.3f})."
+    )
+    if not beating:
+        summary += (
+            f" No rung beats the evidence-only row (keyword hit {floor:.3f}): on these "
+            "questions the model adds nothing measurable over quoting the retrieved evidence, "
+            "so the smallest rung is as good as any and evidence-only answers need no model."
+        )
+    return {
+        "type": pick["type"],
+        "bytes": pick["bytes"],
+        "bits_per_weight": pick["bits_per_weight"],
+        "keyword_hit": hit,
+        "criterion": f"keyword_hit >= lower 95% bound of {top['type']} ({bound:.4f})",
+        "beats_evidence_only": bool(beating),
+        "rungs_beating_evidence_only": beating,
+        "summary": summary,
+    }
+
+
+def caveats(source: dict, rungs: list[dict], settings: dict, n_questions: int) -> list[str]:
+    notes = []
+    top = rungs[0]
+    if source["quantized"]:
+        notes.append(
+            f"{source['ceiling_note']} The top rung {top['type']} is therefore a requantized "
+            "reference, not full precision: divergences are measured from it."
+        )
+    tokens = rungs[0]["divergence"]["tokens"]
+    notes.append(
+        f"Divergence is measured over {tokens} tokens of the indexed text "
+        f"({settings['window']}-token windows, second half scored); with fewer than 10,000 "
+        "tokens the 99.9th percentile is close to the maximum."
+    )
+    notes.append(
+        "The perplexity-ratio interval treats tokens as independent (as llama-perplexity "
+        "does); neighbouring tokens are correlated, so the true interval is wider."
+    )
+    notes.append(
+        f"{n_questions} questions: the bootstrap intervals are wide, and differences between "
+        "rungs smaller than them are not evidence of a difference."
+    )
+    notes.append(
+        "Keyword hit is lexical and token-F1 compares words with the reference answer. The "
+        "agent replaces a draft its check rejects with the quoted evidence (mode quoted), so "
+        "a weaker rung shows up as fewer generated answers as much as lower accuracy."
+    )
+    for r in rungs:
+        if r["n_tensor_types"] > 2 or r["type"] not in r["tensor_types"]:
+            kinds = ", ".join(f"{k}:{v}" for k, v in r["tensor_types"].items())
+            notes.append(f"{r['type']} is a label: its tensors are {kinds}.")
+    if any(r.get("evidence_differs") for r in rungs):
+        notes.append(
+            "Some rungs saw other evidence than the evidence-only row (see evidence_differs)."
+        )
+    notes.append(
+        "Speeds and memory are measured in one process per rung on this machine with the "
+        "thread count under measured; other jobs on the machine slow them."
+    )
+    return notes
+
+
+def _strip(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "seconds"}
+
+
+def assemble(
+    opts, source, rungs, questions: list[Question], rows, retrieval, index, settings, seconds
+) -> dict:
+    by_id = {row: {r["id"]: r for r in records} for row, records in rows.items()}
+    scores = {row: [score(by_id[row][q.id], q) for q in questions] for row in rows}
+    answers = summarize_rows(scores, rungs[0]["type"], "evidence", MODES)
+    for rung in rungs:
+        records = rows[rung["type"]]
+        rung["answers"] = answers[rung["type"]]
+        rung["evidence_differs"] = same_evidence(records, rows["evidence"])
+        rung["measured"]["s_per_question"] = round(
+            sum(r["seconds"] for r in records) / len(records), 3
+        )
+    evidence = rows["evidence"]
+    threads = settings.pop("threads")
+    top = rungs[0]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": source,
+        "top_rung": top["type"],
+        "top_rung_label": "requantized reference" if source["quantized"] else "full precision",
+        "dataset": {
+            "path": str(opts.dataset),
+            "split": opts.split,
+            "limit": opts.limit,
+            "questions": len(questions),
+            "answerable": sum(q.answerable for q in questions),
+            "unanswerable": sum(not q.answerable for q in questions),
+        },
+        "index": index,
+        "settings": settings | {"bootstrap_replicates": REPLICATES, "bootstrap_seed": SEED},
+        "retrieval": _retrieval_summary(retrieval),
+        "evidence_only": {
+            "answers": answers["evidence"],
+            "measured": {
+                "s_per_question": round(sum(r["seconds"] for r in evidence) / len(evidence), 3)
+            },
+        },
+        "rungs": rungs,
+        "recommendation": recommend(rungs, answers),
+        "caveats": caveats(source, rungs, settings, len(questions)),
+        "questions": [
+            {
+                "id": q.id,
+                "type": q.type,
+                "lang": q.lang,
+                "rows": {row: _strip(by_id[row][q.id]) | {"score": scores[row][i]} for row in rows},
+            }
+            for i, q in enumerate(questions)
+        ],
+        "measured": {
+            "seconds": round(seconds, 1),
+            "threads": threads,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    from eval.plot import draw
+    from eval.report import markdown
+
+    for name, text in (
+        ("results.json", json.dumps(results, ensure_ascii=False, indent=1)),
+        ("report.md", markdown(results)),
+    ):
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, out / name)
+    draw(results, out / "accuracy_vs_bits.png")
