@@ -114,25 +114,39 @@ def check(state: State, runtime: Runtime[Context]) -> State:
     quotes = [e.quote for e in state["evidence"]]
     verdict = verify(state["draft"], state["question"], quotes, runtime.context.weights)
     if not verdict.ok:
-        return quote(state) | {"note": f"the model's answer was not used: {verdict.reason}"}
+        return quote(state, f"the model's answer was not used: {verdict.reason}")
     return {
         "answer": verdict.answer,
         "mode": "generated",
         "citations": _citations(state, verdict.cited),
+        "note": _meaning_note(state),
     }
 
 
-def quote(state: State) -> State:
+def quote(state: State, note: str = "") -> State:
     """The best evidence sentence, verbatim, as the answer."""
     best = state["evidence"][0]
-    return {"answer": f"{best.quote} [1]", "mode": "quoted", "citations": _citations(state, [1])}
+    note = "; ".join(n for n in (note, _meaning_note(state)) if n)
+    answer = f"{best.quote} [1]"
+    return {"answer": answer, "mode": "quoted", "citations": _citations(state, [1]), "note": note}
+
+
+def _meaning_note(state: State) -> str:
+    """Said whenever the evidence was found by meaning rather than by the question's words:
+    such a passage is about the question, and the user should check it answers it."""
+    if state["coverage"] >= MIN_COVERAGE or state["similarity"] < semantic.MIN_SIMILARITY:
+        return ""
+    return (
+        f"found by meaning, not by your question's words (similarity "
+        f"{state['similarity']:.2f}): check that the passage answers the question"
+    )
 
 
 def quote_unreadable(state: State) -> State:
     note = "the model does not read this language, so the answer is quoted from the notes"
     if language(state["question"]) == "ko":
         note += f"; {KOREAN_HINT}"
-    return quote(state) | {"note": note}
+    return quote(state, note)
 
 
 def abstain(state: State) -> State:

@@ -54,6 +54,7 @@ def test_a_paraphrase_is_answered_from_the_sentences_closest_in_meaning(
     assert not result["abstained"]
     assert result["coverage"] < 0.55 <= 0.88 <= result["similarity"]  # terms missed, meaning met
     assert "second half" in result["evidence"][0]["quote"]
+    assert "found by meaning" in result["note"]
     assert _sources(result) == {"perplexity-and-compressed-model-evaluation.md"}
 
 
