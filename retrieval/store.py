@@ -6,7 +6,10 @@ Layout of an index directory:
                    chunks.jsonl   chunk text and metadata      terms.jsonl   BM25 terms per chunk
                    bm25.npz       BM25 matrix                  embeddings.npy / faiss.index
     .lock          held while ingesting, so two writers never interleave
-A crash or kill mid-ingest leaves CURRENT pointing at the previous complete generation.
+    cache/         embeddings of each finished file (retrieval.embed_cache), written as the
+                   ingest goes, reused by the next one, pruned to the live generation's files
+A crash or kill mid-ingest leaves CURRENT pointing at the previous complete generation, and
+its embedding work in cache/: the next ingest re-embeds only the files left unfinished.
 
 Keep-two-generations rule: after switching CURRENT, an ingest deletes every numbered
 generation except the new one and the one CURRENT named before, so a reader that loaded the
@@ -39,6 +42,7 @@ from retrieval.atomic import write_bytes, write_json
 from retrieval.bm25 import BM25
 from retrieval.chunking import Chunk
 from retrieval.dense import ExactDense, FaissDense
+from retrieval.embed_cache import EmbedCache, FileTexts
 from retrieval.embedder import Embedder, embed, resolve_embedder
 from retrieval.errors import UserError
 from retrieval.loaders import (
@@ -75,6 +79,8 @@ class IngestReport:
     removed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     chunks: int = 0
+    embedded_files: int = 0  # files embedded by this ingest
+    reused_files: int = 0  # files read back from cache/ (a killed ingest's work, a moved file)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -443,12 +449,15 @@ def ingest(
         keep = {s: h for s, h in old_docs.items() if not _under(s, roots)}
         keep |= {s: h for s, h in scanned.items() if old_docs.get(s) == h}
         rows = _kept_rows(old, keep) if old else IndexRows()
-        _add_fresh(rows, fresh, embedder, progress)
+        cache = EmbedCache.for_index(directory, embedder)
+        _add_fresh(rows, fresh, cache, scanned, progress)
         report.chunks = len(rows.chunks)
+        report.embedded_files, report.reused_files = cache.embedded, cache.reused
         try:
             write_generation(directory, rows, keep | scanned, embedder)
         except OSError as exc:
             raise _unwritable(directory, exc) from None
+        cache.prune((keep | scanned).values())
         return report
 
 
@@ -462,9 +471,21 @@ def _kept_rows(old: Index, keep: dict[str, str]) -> IndexRows:
     )
 
 
-def _add_fresh(rows: IndexRows, fresh: list[Document], embedder: Embedder, progress) -> None:
-    new = [c for doc in fresh for c in chunking.chunk_document(doc)]
-    texts = [f"{c.heading}\n{c.text}" if c.heading else c.text for c in new]
+def _embedded_text(chunk: Chunk) -> str:
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+
+
+def _add_fresh(
+    rows: IndexRows, fresh: list[Document], cache: EmbedCache, hashes: dict[str, str], progress
+) -> None:
+    """Chunk, tokenize and embed the new documents; finished files' embeddings go to cache/."""
+    chunked = [chunking.chunk_document(doc) for doc in fresh]
+    files = [
+        FileTexts(hashes[doc.source], [_embedded_text(c) for c in chunks])
+        for doc, chunks in zip(fresh, chunked, strict=True)
+    ]
+    new = [c for chunks in chunked for c in chunks]
+    texts = [t for f in files for t in f.texts]
     done = 0
 
     def step(n: int) -> None:
@@ -476,7 +497,7 @@ def _add_fresh(rows: IndexRows, fresh: list[Document], embedder: Embedder, progr
     rows.chunks += new
     rows.terms += [tokenize(t) for t in texts]
     if new:
-        rows.vectors.append(embed(texts, embedder, step))
+        rows.vectors.append(cache.embed(files, step))
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
