@@ -126,7 +126,7 @@ def check(state: State, runtime: Runtime[Context]) -> State:
 def quote(state: State, note: str = "") -> State:
     """The best evidence sentence, verbatim, as the answer."""
     best = state["evidence"][0]
-    note = "; ".join(n for n in (note, _meaning_note(state)) if n)
+    note = "; ".join(n.rstrip(".") for n in (note, _meaning_note(state)) if n)
     answer = f"{best.quote} [1]"
     return {"answer": answer, "mode": "quoted", "citations": _citations(state, [1]), "note": note}
 

@@ -1,10 +1,16 @@
 """Retrieval benchmark: quality on the sample question set, and speed at 1k/10k/100k chunks.
 
-    python -m eval.bench_retrieval [--sizes 1000,10000,100000] [--real-limit 10000]
-                                   [--queries 200] [--out DIR]
+    python -m eval.bench_retrieval [--sizes 1000,10000,100000|none] [--real-limit 10000]
+                                   [--queries 200] [--split all|dev|test|dev,test]
+                                   [--embedder minilm|e5|PATH] [--out DIR]
 
-Quality: hit@5, recall@5, MRR@10 and nDCG@10 per retriever and question language
-(follow-up questions are asked with the question they follow). Scale: a synthetic
+Quality: hit@5, answer@5 (the top-5 chunks from the right notes hold the gold answer's
+keywords), recall@5, MRR@10 and nDCG@10 per retriever and question language, and per
+question group (the optional `group` key of data/eval/qa.jsonl, e.g. "outline", as a
+whole and per language); follow-up questions are asked with the question they follow.
+--split picks the questions (tune on dev, report test); the sample corpus is ingested
+once for all the splits asked. --embedder (else BITRAG_EMBEDDER) picks the embedder for
+every index the benchmark builds; queries are embedded as queries (kind="query"). Scale: a synthetic
 corpus (eval/synthetic.py). Up to --real-limit chunks it goes through the real
 ingest path (files on disk, loaders, Kiwi, MiniLM, FAISS), which also gives ingest
 throughput and the time to re-ingest it unchanged. Above that limit, embedding every
@@ -16,6 +22,7 @@ which sizes were built which way.
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -38,33 +45,54 @@ POOL = 4000
 NOISE = 0.35
 
 
-def quality(workdir: Path) -> dict:
-    """Per retriever and language: mean hit@5, recall@5, MRR@10, nDCG@10."""
-    ingest([SAMPLE_CORPUS], workdir / "sample")
+def answer_at(texts: list[str], keywords: list[list[str]]) -> float:
+    """1.0 when the top chunks from the right notes hold an alternative of every keyword group
+    of the gold answer: a chunk-level hit, which fragment chunks lose and whole notes win."""
+    joined = "\n".join(texts).lower()
+    return float(all(any(alt.lower() in joined for alt in group) for group in keywords))
+
+
+def _slices(lang: str, group: str | None) -> list[str]:
+    """The report rows a question counts in: its language, and its group whole and by language."""
+    return [lang] + ([group, f"{group}/{lang}"] if group else [])
+
+
+def quality(workdir: Path, splits: tuple[str, ...] = ("all",)) -> dict:
+    """Per split, retriever and row (language; group; group/language): mean hit@5, answer@5,
+    recall@5, MRR@10, nDCG@10 over the answerable questions."""
+    if not (workdir / "sample" / "CURRENT").is_file():
+        ingest([SAMPLE_CORPUS], workdir / "sample")
     index = Index.load(workdir / "sample")
     questions = load_questions()
     by_id = {q.id: q for q in questions}
-    scores: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for q in questions:
-        if not q.answerable:
-            continue
-        text = f"{by_id[q.follows].question} {q.question}" if q.follows else q.question
-        relevant = set(q.sources)
-        for retriever in RETRIEVERS:
-            docs = [Path(h.chunk.source).name for h in index.search(text, 10, retriever)]
-            row = scores[retriever][q.lang]
-            row["hit@5"].append(hit_at(docs, relevant, 5))
-            row["recall@5"].append(recall_at(docs, relevant, 5))
-            row["mrr@10"].append(mrr_at(docs, relevant, 10))
-            row["ndcg@10"].append(ndcg_at(docs, relevant, 10))
-    return {
-        r: {
-            lang: {m: round(statistics.mean(v), 3) for m, v in metrics.items()} | {"n": n}
-            for lang, metrics in langs.items()
-            for n in [len(metrics["hit@5"])]
+    out = {}
+    for split in splits:
+        scores: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+        for q in questions:
+            if not q.answerable or split not in ("all", q.split):
+                continue
+            text = f"{by_id[q.follows].question} {q.question}" if q.follows else q.question
+            relevant = set(q.sources)
+            for retriever in RETRIEVERS:
+                hits = index.search(text, 10, retriever)
+                docs = [Path(h.chunk.source).name for h in hits]
+                held = [h.chunk.text for h in hits[:5] if Path(h.chunk.source).name in relevant]
+                for key in _slices(q.lang, q.group):
+                    row = scores[retriever][key]
+                    row["hit@5"].append(hit_at(docs, relevant, 5))
+                    row["recall@5"].append(recall_at(docs, relevant, 5))
+                    row["answer@5"].append(answer_at(held, q.keywords))
+                    row["mrr@10"].append(mrr_at(docs, relevant, 10))
+                    row["ndcg@10"].append(ndcg_at(docs, relevant, 10))
+        out[split] = {
+            r: {
+                key: {m: round(statistics.mean(v), 3) for m, v in metrics.items()} | {"n": n}
+                for key, metrics in sorted(rows.items(), key=lambda kv: ("/" in kv[0], kv[0]))
+                for n in [len(metrics["hit@5"])]
+            }
+            for r, rows in scores.items()
         }
-        for r, langs in scores.items()
-    }
+    return out
 
 
 def _real_index(directory: Path, texts: list[str]) -> dict:
@@ -122,7 +150,7 @@ def _latency(index: Index, queries: list[str]) -> dict:
 
 
 def _faiss_recall(index: Index, queries: list[str]) -> float:
-    vectors = embed(queries, index.embedder)
+    vectors = embed(queries, index.embedder, kind="query")
     exact = ExactDense(np.asarray(index.vectors))
     overlap = []
     for v in vectors:
@@ -150,18 +178,23 @@ def scale(workdir: Path, size: int, real_limit: int, n_queries: int) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [
-        "## Quality (sample corpus)",
-        "",
-        "| retriever | lang | n | hit@5 | recall@5 | MRR@10 | nDCG@10 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r, langs in result["quality"].items():
-        for lang, m in langs.items():
-            lines.append(
-                f"| {r} | {lang} | {m['n']} | {m['hit@5']} | {m['recall@5']} | "
-                f"{m['mrr@10']} | {m['ndcg@10']} |"
-            )
+    lines = []
+    for split, table in result["quality"].items():
+        lines += [
+            f"## Quality (sample corpus, split {split}, embedder {result.get('embedder')})",
+            "",
+            "| retriever | lang / group | n | hit@5 | answer@5 | recall@5 | MRR@10 | nDCG@10 |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r, rows in table.items():
+            for key, m in rows.items():
+                lines.append(
+                    f"| {r} | {key} | {m['n']} | {m['hit@5']} | {m['answer@5']} | "
+                    f"{m['recall@5']} | {m['mrr@10']} | {m['ndcg@10']} |"
+                )
+        lines.append("")
+    if not result["scale"]:
+        return "\n".join(lines)
     lines += [
         "",
         "## Scale (synthetic corpus, ms per query, k=10)",
@@ -185,15 +218,24 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="'none' skips scale")
+    parser.add_argument("--split", default="all", help="all, dev, test, or a comma list")
+    parser.add_argument("--embedder", default=None, help="minilm, e5 or a model folder")
     parser.add_argument("--real-limit", type=int, default=10000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None, help="write results.json/report.md")
     args = parser.parse_args()
+    splits = tuple(s.strip() for s in args.split.split(","))
+    if bad := [s for s in splits if s not in ("all", "dev", "test")]:
+        parser.error(f"--split {','.join(bad)}: use all, dev or test")
+    if args.embedder:  # every index built below (ingest) resolves the embedder from here
+        os.environ["BITRAG_EMBEDDER"] = args.embedder
+    sizes = [] if args.sizes.strip().lower() in ("", "none", "0") else args.sizes.split(",")
     with tempfile.TemporaryDirectory(prefix="bitrag-bench-") as tmp:
         workdir = Path(tmp)
-        result = {"quality": quality(workdir), "scale": []}
-        for size in (int(s) for s in args.sizes.split(",")):
+        embedder = resolve_embedder().id
+        result = {"embedder": embedder, "quality": quality(workdir, splits), "scale": []}
+        for size in (int(s) for s in sizes):
             result["scale"].append(scale(workdir, size, args.real_limit, args.queries))
             print(json.dumps(result["scale"][-1]), flush=True)
     report = markdown(result)

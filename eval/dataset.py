@@ -2,10 +2,13 @@
 
 Schema (one JSON object per line): id, question, answer, keywords (groups of
 acceptable alternatives), sources (paths relative to data/corpus), lang,
-doc_lang, type, split, and `follows` on follow-up questions. See data/README.md.
+doc_lang, type, split, `follows` on follow-up questions, and an optional `group`
+(a lowercase name such as "outline") that benchmarks report as its own row. See
+data/README.md.
 """
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,6 +24,8 @@ LANGS = frozenset({"en", "ko"})
 DOC_LANGS = frozenset({"en", "ko", "mixed", "none"})
 SPLITS = frozenset({"dev", "test"})
 REQUIRED = ("id", "question", "answer", "keywords", "sources", "lang", "doc_lang", "type", "split")
+OPTIONAL = ("follows", "group")
+GROUP = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Question:
     type: str
     split: str
     follows: str | None = None
+    group: str | None = None
 
     @property
     def answerable(self) -> bool:
@@ -58,13 +64,15 @@ def _line_problems(row: dict, corpus: Path) -> list[str]:
     missing = [key for key in REQUIRED if key not in row]
     if missing:
         return [f"missing keys {missing}"]
-    extra = set(row) - set(REQUIRED) - {"follows"}
+    extra = set(row) - set(REQUIRED) - set(OPTIONAL)
     problems = [f"unknown keys {sorted(extra)}"] if extra else []
     for key, allowed in (("type", TYPES), ("lang", LANGS), ("doc_lang", DOC_LANGS)):
         if row[key] not in allowed:
             problems.append(f"{key} {row[key]!r} not one of {sorted(allowed)}")
     if row["split"] not in SPLITS:
         problems.append(f"split {row['split']!r} not one of {sorted(SPLITS)}")
+    if "group" in row and not (isinstance(row["group"], str) and GROUP.match(row["group"])):
+        problems.append(f"group {row['group']!r} is not a short lowercase name like 'outline'")
     if not str(row["question"]).strip():
         problems.append("empty question")
     if (row["type"] == "follow-up") != ("follows" in row):

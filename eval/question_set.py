@@ -10,13 +10,11 @@ line naming the file and line.
 import json
 from pathlib import Path
 
-from eval import dataset
 from eval.bench_answers import ordered
-from eval.dataset import DOC_LANGS, LANGS, REQUIRED, SPLITS, TYPES, Question
+from eval.dataset import DOC_LANGS, LANGS, OPTIONAL, REQUIRED, SPLITS, TYPES, Question
 from retrieval.errors import UserError
 
 _LISTS = ("keywords", "sources")
-OPTIONAL = tuple(getattr(dataset, "OPTIONAL", ("follows",)))  # follows, group, ...
 
 
 def _problem(row: object) -> str | None:

@@ -54,7 +54,7 @@ class EmbedCache:
         params = {
             "cache": CACHE_VERSION,
             "embedder": embedder.id,
-            "chunking": {"max_chars": chunking.MAX_CHARS, "overlap": chunking.OVERLAP},
+            "chunking": chunking.PARAMS,
         }
         self._salt = json.dumps(params, sort_keys=True)
         self._writable = True

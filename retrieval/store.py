@@ -57,8 +57,8 @@ from retrieval.loaders import (
 )
 from retrieval.tokenize import tokenize
 
-FORMAT_VERSION = 3
-CHUNKING = {"max_chars": chunking.MAX_CHARS, "overlap": chunking.OVERLAP}
+FORMAT_VERSION = 4  # 4: outline-aware chunking (chunking.PARAMS version 2)
+CHUNKING = chunking.PARAMS
 Retriever = Literal["bm25", "dense", "faiss", "hybrid"]
 RETRIEVERS: tuple[Retriever, ...] = ("bm25", "dense", "faiss", "hybrid")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -472,7 +472,7 @@ def _kept_rows(old: Index, keep: dict[str, str]) -> IndexRows:
 
 
 def _embedded_text(chunk: Chunk) -> str:
-    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+    return chunking.indexed_text(chunk)
 
 
 def _add_fresh(

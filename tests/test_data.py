@@ -43,6 +43,18 @@ def test_question_counts():
     assert 60 <= sum(q.split == "dev" for q in questions) <= 100
 
 
+def test_outline_notes_and_their_question_group():
+    outline = {q.id: q for q in load_questions() if q.group == "outline"}
+    assert len(outline) >= 30
+    assert 0.25 <= sum(q.split == "dev" for q in outline.values()) / len(outline) <= 0.4
+    notes = {s for q in outline.values() for s in q.sources}
+    assert len(notes) >= 6
+    assert sum(has_hangul(document_text(SAMPLE_CORPUS / n)[:400]) for n in notes) >= 4
+    for name in notes:  # outline form: most non-blank lines are bullets or headings
+        lines = [x.strip() for x in document_text(SAMPLE_CORPUS / name).splitlines() if x.strip()]
+        assert sum(x.startswith(("-", "#")) for x in lines) / len(lines) >= 0.8, name
+
+
 def test_question_file_is_valid():
     assert validate() == []
 
@@ -61,6 +73,8 @@ def test_validation_catches_broken_lines(tmp_path):
     assert any("does not exist" in p for p in _break(tmp_path, 0, {"sources": ["nope.md"]}))
     assert any("duplicate id" in p for p in _break(tmp_path, 1, {"id": first.id}))
     assert any("type" in p for p in _break(tmp_path, 0, {"type": "trivia"}))
+    assert any("group" in p for p in _break(tmp_path, 0, {"group": "Outline Notes"}))
+    assert any("unknown keys" in p for p in _break(tmp_path, 0, {"groups": "outline"}))
     follow_up = next(i for i, q in enumerate(load_questions()) if q.follows)
     assert any("unknown question" in p for p in _break(tmp_path, follow_up, {"follows": "x-999"}))
 
