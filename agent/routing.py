@@ -13,7 +13,10 @@ from typing import Literal
 
 Route = Literal["docs", "tool", "chat"]
 _OPERATOR = r"(?:\*\*|[-+*/×÷^%])"
-_EXPRESSION = re.compile(rf"[\d.(][\d.,\s()]*{_OPERATOR}[\s(]*[\d.][\d.,\s()*/+\-×÷^%]*")
+# not inside a name: "Llama-3-8B" and "GPT-3.5" hold no arithmetic
+_EXPRESSION = re.compile(
+    rf"(?<![A-Za-z_-])[\d.(][\d.,\s()]*{_OPERATOR}[\s(]*[\d.][\d.,\s()*/+\-×÷^%]*(?![A-Za-z_])"
+)
 _SMALL_TALK = re.compile(
     r"^\s*(hi|hello|hey|thanks|thank you|good (morning|evening)|안녕|고마워|감사)\b", re.IGNORECASE
 )

@@ -45,10 +45,11 @@ def _no_model():
 def make_agent(row: str, index: Index) -> Agent | None:
     from agent.assemble import make_agent as assemble
     from agent.assemble import session_store
+    from agent.tools import local_tools
 
     weights = TermWeights(index.bm25)
     if row == "evidence":
-        context = Context(index, _no_model, weights, model_languages=frozenset())
+        context = Context(index, _no_model, weights, frozenset(), tools=local_tools())
         return Agent(context, session_store(None))
     if row == "qwen":
         from agent.registry import path_of

@@ -123,6 +123,9 @@ def test_routes_come_from_the_message_alone():
     assert route("hello!") == "chat"
     assert route("How many bits does Q4_K_M use on a 7B model?") == "docs"
     assert route("2015년 한송 등의 가지치기 논문은 VGG-16을 몇 배 줄였어?") == "docs"
+    assert route("Llama-3-8B로 context 8192 토큰이면 KV cache는 얼마야?") == "docs"
+    assert route("GPT-3.5 and Llama-2-7B: which is larger?") == "docs"
+    assert expression_in("2+3은 얼마야?") == "2+3"
 
 
 def test_follow_ups_are_recognised():
