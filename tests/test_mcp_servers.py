@@ -5,9 +5,7 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from mcp_servers.auth import bind_problem, is_loopback
+from mcp_servers.child import bitrag_command, served_over_http
 from mcp_servers.retrieval_server import build_retrieval_server
 from mcp_servers.retrieval_service import RetrievalService
 from mcp_servers.tools_server import build_tools_server
@@ -364,17 +363,6 @@ def test_serve_refuses_options_of_another_server(run) -> None:
 # -- real subprocesses, official SDK client -----------------------------------------------
 
 
-def bitrag() -> list[str]:
-    script = Path(sys.executable).parent / "bitrag"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agent"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def server_env(workdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BITRAG_")}
     env["BITRAG_HOME"] = str(workdir / "home")
@@ -383,38 +371,14 @@ def server_env(workdir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def http_server(args: list[str], workdir: Path, port: int) -> Iterator[str]:
-    """Start `bitrag mcp serve ... --transport http` and yield its URL; always stopped after."""
-    log = (workdir / f"server-{port}.log").open("w+")
-    process = subprocess.Popen(
-        [*bitrag(), "mcp", "serve", *args, "--transport", "http", "--port", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=server_env(workdir),
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"server exited {process.returncode}: {log.read()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("server did not start in time") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-        log.close()
+def http_server(args: list[str], workdir: Path, token: str | None = None) -> Iterator[str]:
+    """`bitrag mcp serve ARGS --transport http` on a free port; its URL; always stopped after."""
+    name, *rest = args
+    with (workdir / f"server-{name}-{time.monotonic_ns()}.log").open("w+") as log:
+        with served_over_http(
+            name, rest, log, server_env(workdir), token=token, start_timeout=START_TIMEOUT_S
+        ) as url:
+            yield url
 
 
 async def _session_calls(session: ClientSession, calls: list[tuple[str, dict]]) -> dict[str, Any]:
@@ -433,7 +397,7 @@ async def over_http(url: str, calls: list[tuple[str, dict]], token: str | None =
 
 
 def test_retrieval_over_stdio(small_index: Path, workdir: Path) -> None:
-    command, *prefix = bitrag()
+    command, *prefix = bitrag_command()
     params = StdioServerParameters(
         command=command,
         args=[*prefix, "mcp", "serve", "retrieval", "--transport", "stdio"]
@@ -464,11 +428,38 @@ def test_retrieval_over_stdio(small_index: Path, workdir: Path) -> None:
     assert sources.structured_content["documents"] == len(DOCS)
 
 
+def test_tools_over_stdio(file_root: Path, workdir: Path) -> None:
+    command, *prefix = bitrag_command()
+    params = StdioServerParameters(
+        command=command,
+        args=[*prefix, "mcp", "serve", "tools", "--transport", "stdio", "--root", str(file_root)],
+        env=server_env(workdir),
+    )
+    calls = [
+        ("convert_units", {"value": 16, "from_unit": "GB", "to_unit": "GiB"}),
+        ("calculate", {"expression": "__import__('os')"}),
+        ("read_file", {"path": "escape.txt"}),
+        ("read_file", {"path": "sub/deep.md"}),
+    ]
+
+    async def talk() -> dict[str, Any]:
+        with open(workdir / "tools-stdio-stderr.log", "w") as errlog:
+            async with stdio_client(params, errlog=errlog) as (read, write):
+                async with ClientSession(read, write) as session:
+                    return await _session_calls(session, calls)
+
+    answer = run(talk(), START_TIMEOUT_S + CALL_TIMEOUT_S)
+    assert {"calculate", "convert_units", "model_memory", "now", "read_file"} <= answer["tools"]
+    convert, abuse, escape, deep = answer["results"]
+    assert convert.structured_content["result"] == pytest.approx(16e9 / 2**30)
+    assert abuse.is_error and "not allowed" in abuse.content[0].text
+    assert escape.is_error and "outside the allowed folder" in escape.content[0].text
+    assert deep.structured_content["text"] == "# Deep\n4-bit weights.\n"
+
+
 def test_retrieval_over_http_with_token(small_index: Path, workdir: Path) -> None:
-    port = free_port()
     token = "correct-horse-battery-staple"
-    args = ["retrieval", "--index", str(small_index), "--token", token]
-    with http_server(args, workdir, port) as url:
+    with http_server(["retrieval", "--index", str(small_index)], workdir, token) as url:
         body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
         accept = {"Accept": "application/json, text/event-stream"}
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
@@ -483,8 +474,7 @@ def test_retrieval_over_http_with_token(small_index: Path, workdir: Path) -> Non
 
 
 def test_tools_over_http(file_root: Path, workdir: Path) -> None:
-    port = free_port()
-    with http_server(["tools", "--root", str(file_root)], workdir, port) as url:
+    with http_server(["tools", "--root", str(file_root)], workdir) as url:
         calls = [
             ("calculate", {"expression": "9**9**9"}),
             ("calculate", {"expression": "2**8"}),
@@ -506,7 +496,7 @@ def test_tools_over_http(file_root: Path, workdir: Path) -> None:
 
 def test_non_loopback_without_token_is_refused(workdir: Path) -> None:
     result = subprocess.run(
-        [*bitrag(), "mcp", "serve", "tools", "--transport", "http", "--host", "0.0.0.0"],
+        [*bitrag_command(), "mcp", "serve", "tools", "--transport", "http", "--host", "0.0.0.0"],
         capture_output=True,
         text=True,
         timeout=120,
