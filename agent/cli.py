@@ -182,7 +182,11 @@ MCP_CONFIG_HELP += "(default: $BITRAG_HOME/mcp.json when it exists)."
 def _mcp_tools(mcp_config: str | None):
     """The started MCP servers of mcp.json (None without one); a server that does not start is
     named in one line on stderr and left out."""
-    from mcp_servers.client import open_toolbox
+    from mcp_servers.client.config import config_path
+
+    if config_path(mcp_config) is None:
+        return None  # no servers: the mcp SDK is not even imported
+    from mcp_servers.client.toolbox import open_toolbox
 
     return open_toolbox(mcp_config, lambda line: click.echo(line, err=True))
 

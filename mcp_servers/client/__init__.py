@@ -22,44 +22,37 @@ streamable-HTTP transport), and 0.3.2 declares ``mcp<2``; bitrag's servers need 
 (fastmcp 4). What it would do here is ``adapt.langchain_tool``.
 """
 
-from mcp_servers.client.config import (
-    CHILD_ENV,
-    HTTP_TYPES,
-    McpConfig,
-    ServerConfig,
-    config_path,
-    default_config_path,
-    load_config,
-    parse_entry,
-)
-from mcp_servers.client.toolbox import (
-    CALL_TIMEOUT_ENV,
-    CALL_TIMEOUT_S,
-    START_TIMEOUT_ENV,
-    START_TIMEOUT_S,
-    STOP_TIMEOUT_S,
-    McpToolbox,
-    ServerStatus,
-    open_toolbox,
-    probe,
-)
+import importlib
 
-__all__ = [
-    "CALL_TIMEOUT_ENV",
-    "CALL_TIMEOUT_S",
-    "CHILD_ENV",
-    "HTTP_TYPES",
-    "START_TIMEOUT_ENV",
-    "START_TIMEOUT_S",
-    "STOP_TIMEOUT_S",
-    "McpConfig",
-    "McpToolbox",
-    "ServerConfig",
-    "ServerStatus",
-    "config_path",
-    "default_config_path",
-    "load_config",
-    "open_toolbox",
-    "parse_entry",
-    "probe",
-]
+# Names load on first use, so a run without mcp.json never imports the mcp SDK (~1 s).
+_EXPORTS = {
+    "config": (
+        "CHILD_ENV",
+        "HTTP_TYPES",
+        "McpConfig",
+        "ServerConfig",
+        "config_path",
+        "default_config_path",
+        "load_config",
+        "parse_entry",
+    ),
+    "toolbox": (
+        "CALL_TIMEOUT_ENV",
+        "CALL_TIMEOUT_S",
+        "START_TIMEOUT_ENV",
+        "START_TIMEOUT_S",
+        "STOP_TIMEOUT_S",
+        "McpToolbox",
+        "ServerStatus",
+        "open_toolbox",
+        "probe",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
