@@ -32,7 +32,7 @@ EARLIER_WEIGHT = 0.3  # weight of a follow-up's terms taken from the earlier tur
 QUESTION_WORDS = frozenset(
     """many much use used uses called call happen happens give gives take takes get gets
     need needs mean means according note notes say says about regarding
-    얼마 무엇 뭐 누구 어디 언제 어떻 하 되 있 없 쓰 나 노트 말 알""".split()
+    얼마 얼마나 몇 무엇 뭐 누구 어디 언제 왜 어느 어떤 어떻 하 되 있 없 쓰 나 노트 말 알""".split()
 )
 NUMBER_BONUS = 0.15  # for a sentence with a new number when the question asks for a quantity
 _QUANTITY = re.compile(
