@@ -142,11 +142,11 @@ def _prose_subjects(text: str, subjects: set[str]) -> list[tuple[str, set[str]]]
 
 
 def _glued(text: str) -> list[bool]:
-    """For each number of `text`, whether it is part of a name (bfloat16, Q4_K_M), not a
-    quantity on its own."""
+    """For each number of `text`, whether it is part of a name (bfloat16, Q4_K_M, pass@1),
+    not a quantity on its own."""
     plain = _MARKER.sub(" ", text)
     return [
-        m.start() > 0 and plain[m.start() - 1].isalpha()
+        m.start() > 0 and (plain[m.start() - 1].isalpha() or plain[m.start() - 1] == "@")
         for m in _PIECE.finditer(plain)
         if NUMBER.fullmatch(m.group(0).replace(",", ""))
     ]
@@ -181,11 +181,15 @@ def _bound(
 
 
 def _unbound(text: str, question: str, evidence: list[str]) -> list[str]:
+    """The numbers of `text` that no evidence states with what they count; what a number
+    counts is read within its own sentence."""
     subjects = {_root(t) for t in tokenize(question) if not NUMBER.fullmatch(t)} - UNITS
-    stated = zip(_number_contexts(text), _prose_subjects(text, subjects), strict=True)
     return [
         n
-        for (n, near), (_, subject) in stated
+        for sentence in sentences(text)
+        for (n, near), (_, subject) in zip(
+            _number_contexts(sentence), _prose_subjects(sentence, subjects), strict=True
+        )
         if not _bound(n, near, subject, evidence, question, subjects)
     ]
 

@@ -152,3 +152,13 @@ def test_evidence_quotes_the_sentence_that_follows_its_best_sentence():
     weights = _weights(notes, PROSE)
     best = select("Why do agents loop on one tool?", [_hit(notes)], weights)[0]
     assert best.quote == notes
+
+
+def test_digits_in_a_metric_name_are_not_a_quantity_and_sentences_bind_their_own_numbers():
+    evidence = ["HumanEval: 164 Python programming problems, reported as pass@1."]
+    weights = _weights(evidence[0], PROSE)
+    question = "How many programming problems does HumanEval have, and how is it scored?"
+    answer = "HumanEval has 164 Python programming problems [1]. It is scored as pass@1."
+    assert verify(answer, question, evidence, weights).ok
+    wrong = "HumanEval has 1 Python programming problem [1]. It is scored as pass@164."
+    assert not verify(wrong, question, evidence, weights).ok
