@@ -111,11 +111,17 @@ class LanguageCentered:
         means = (onehot @ vectors) / onehot.sum(axis=1, keepdims=True)
         self.means = dict(zip(self.masks, means.astype(np.float32), strict=True))
 
-    def top(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+    def top(
+        self, query: np.ndarray, k: int, among: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
         """The k best chunks over all languages by centred score, each language searched
-        for its own k best (a language the raw cosine puts last still gets its chance)."""
+        for its own k best (a language the raw cosine puts last still gets its chance);
+        `among`, a boolean mask over the chunks, restricts the search."""
         found = []
         for lang, mask in self.masks.items():
+            allowed = mask if among is None else mask & among
+            if not allowed.any():
+                continue
             offset = float(query @ self.means[lang])
-            found += [(i, s - offset) for i, s in self.dense.top(query, k, mask)]
+            found += [(i, s - offset) for i, s in self.dense.top(query, k, allowed)]
         return sorted(found, key=lambda item: (-item[1], item[0]))[:k]

@@ -55,6 +55,7 @@ from retrieval.loaders import (
     read_raw,
     resolved,
 )
+from retrieval.scope import named_language
 from retrieval.tokenize import tokenize
 
 FORMAT_VERSION = 4  # 4: outline-aware chunking (chunking.PARAMS version 2)
@@ -298,29 +299,51 @@ class Index:
         return terms
 
     def search(self, query: str, k: int = 5, retriever: Retriever = "hybrid") -> list[Hit]:
+        """The k best chunks for `query`; a query naming its notes' language ("in my Korean
+        notes") is searched in chunks of that language only (retrieval.scope)."""
+        among = self._scope(query)
         if retriever == "bm25":
-            ranked = self.bm25.top(tokenize(query), k)
+            ranked = self._lexical(query, k, among)
         elif retriever in ("dense", "faiss"):
-            ranked = self._dense(query, k, retriever)
+            ranked = self._dense(query, k, retriever, among)
         else:
             weight = hybrid.dense_weight(query, self.embedder.languages)
-            lexical = self.bm25.top(tokenize(query), hybrid.DEPTH)
+            lexical = self._lexical(query, hybrid.DEPTH, among)
             # the embedder (and torch) load only when its ranking can count
             needed = weight > 0 or not lexical
-            dense = self._dense(query, hybrid.DEPTH, "centered") if needed else []
+            dense = self._dense(query, hybrid.DEPTH, "centered", among) if needed else []
             ranked = hybrid.fuse(lexical, dense, weight, k)
         return [Hit(rank, score, self.chunks[i]) for rank, (i, score) in enumerate(ranked, 1)]
 
+    def _scope(self, query: str) -> np.ndarray | None:
+        """A mask of the chunks in the language the query names; None when it names none or
+        the index holds no chunk in it."""
+        named = named_language(query)
+        if named is None:
+            return None
+        mask = np.array([c.lang == named for c in self.chunks], dtype=bool)
+        return mask if mask.any() else None
+
+    def _lexical(self, query: str, k: int, among: np.ndarray | None) -> list[tuple[int, float]]:
+        if among is None:
+            return self.bm25.top(tokenize(query), k)
+        ranked = self.bm25.top(tokenize(query), len(self.chunks))
+        return [(i, s) for i, s in ranked if among[i]][:k]
+
     def _dense(
-        self, query: str, k: int, retriever: Retriever | Literal["centered"]
+        self,
+        query: str,
+        k: int,
+        retriever: Retriever | Literal["centered"],
+        among: np.ndarray | None = None,
     ) -> list[tuple[int, float]]:
         if not self.chunks:
             return []
         vector = embed([query], self.embedder, kind="query")[0]
         if retriever == "centered":
-            return self.centered.top(vector, k)
+            return self.centered.top(vector, k, among)
         dense = ExactDense(self.vectors) if retriever == "dense" else self.faiss
-        return dense.top(vector, k)
+        return dense.top(vector, k, among)
 
 
 def _unwritable(directory: Path, exc: OSError) -> UserError:

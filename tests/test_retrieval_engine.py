@@ -18,6 +18,7 @@ from retrieval.bm25 import BM25
 from retrieval.errors import UserError
 from retrieval.langchain_retriever import BitragRetriever
 from retrieval.paths import SAMPLE_CORPUS
+from retrieval.scope import named_language
 from retrieval.store import Index, ingest
 from retrieval.tokenize import tokenize
 
@@ -208,3 +209,37 @@ def test_second_writer_is_refused_while_the_lock_is_held(tmp_path):
         with pytest.raises(UserError, match="another bitrag process is writing"):
             ingest([notes], index)
     assert ingest([notes], index).added == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("In my Korean FAISS notes, how many bytes does each link cost?", "ko"),
+        ("According to my Korean LoRA practice notes, what is alpha?", "ko"),
+        ("What does the English note say about HNSW?", "en"),
+        ("한국어 강의 노트에 따르면 HNSW 링크는 몇 바이트야?", "ko"),
+        ("영어 자료에서 HNSW는?", "en"),
+        ("How is Korean text tokenized in the notes?", None),
+        ("한국어로 답해줘: HNSW란?", None),
+    ],
+)
+def test_the_language_a_question_names_for_its_notes(query, named):
+    assert named_language(query) == named
+
+
+def test_a_question_naming_its_notes_language_searches_only_those_notes(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    english = "# HNSW\n\nHNSW links cost 4 bytes each; M = 32 gives 256 bytes.\n"
+    korean = "# HNSW 정리\n\nHNSW 그래프에서 M = 32면 벡터당 256바이트가 든다.\n"
+    (notes / "hnsw.md").write_text(english)
+    (notes / "hnsw-ko.md").write_text(korean)
+    ingest([notes], tmp_path / "idx")
+    index = Index.load(tmp_path / "idx")
+    question = "In my Korean notes, how many bytes does HNSW use with M = 32?"
+    for retriever in ("bm25", "dense", "faiss", "hybrid"):
+        found = {Path(h.chunk.source).name for h in index.search(question, 5, retriever)}
+        assert found == {"hnsw-ko.md"}, retriever
+    unscoped = index.search("How many bytes does HNSW use with M = 32?", 5, "bm25")
+    assert {Path(h.chunk.source).name for h in unscoped} == {"hnsw.md", "hnsw-ko.md"}
+    assert named_language("In my Japanese notes, what is HNSW?") is None
