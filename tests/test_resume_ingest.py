@@ -74,8 +74,9 @@ def test_killed_first_ingest_resumes_with_finished_files_reused(tmp_path, run_js
     store.ingest([notes], tmp_path / "clean")
     resumed, clean = _rows(index), _rows(tmp_path / "clean")
     assert {k: row for k, (row, _) in resumed.items()} == {k: row for k, (row, _) in clean.items()}
+    # unit vectors; under bf16 (AMX CPUs) a text's vector moves ~1e-4 with its batch-mates
     for chunk_id, (_, vector) in clean.items():
-        np.testing.assert_allclose(resumed[chunk_id][1], vector, atol=1e-4)
+        assert float(np.dot(resumed[chunk_id][1], vector)) > 0.9999, chunk_id
 
 
 def test_changed_file_is_embedded_again_not_taken_from_the_cache(tmp_path, run_json):
