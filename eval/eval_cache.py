@@ -1,18 +1,21 @@
 """The eval's resumable cache under --out/cache: content hashes, keys and atomic writes.
 
 Every cached result is named by a key: the sha256 of a JSON object that holds what the
-result depends on (model file sha256, dataset sha256, index manifest sha256, settings and
-CACHE_VERSION). A result file appears only once complete (written to a temp name, then
-renamed), except the per-conversation answer logs, which are appended line by line; a
-half-written last line is ignored when read back.
+result depends on (model file sha256, dataset sha256, index manifest sha256, settings,
+CACHE_VERSION and a hash of bitrag's own code, so an upgraded or edited bitrag never reuses
+answers or divergences its predecessor computed). A result file appears only once complete
+(written to a temp name, then renamed), except the per-conversation answer logs, which are
+appended line by line; a half-written last line is ignored when read back.
 """
 
 import hashlib
 import json
 import os
+from functools import cache
 from pathlib import Path
 
 CACHE_VERSION = 1
+CODE_PACKAGES = ("agent", "retrieval", "eval")  # what answers and divergences are computed by
 
 
 def sha256_file(path: Path, memo: Path | None = None) -> str:
@@ -32,9 +35,23 @@ def sha256_file(path: Path, memo: Path | None = None) -> str:
     return digest.hexdigest()
 
 
+@cache
+def code_version() -> str:
+    """sha256 over the Python sources of CODE_PACKAGES (relative paths and contents)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def key(**parts) -> str:
-    """A short stable name for what a cached result depends on."""
-    text = json.dumps({"v": CACHE_VERSION, **parts}, sort_keys=True, ensure_ascii=True)
+    """A short stable name for what a cached result depends on (and the code computing it)."""
+    text = json.dumps(
+        {"v": CACHE_VERSION, "code": code_version(), **parts}, sort_keys=True, ensure_ascii=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

@@ -14,6 +14,7 @@ interrupted run resumes and a repeated one reuses its work. Numbers are determin
 (temperature 0, seed 0, fixed samples); timings, memory and seconds sit under `measured`.
 """
 
+import hashlib
 import os
 import sys
 import time
@@ -77,14 +78,26 @@ def pinned_threads(n: int):
             os.environ["BITRAG_THREADS"] = old
 
 
+def sample_index_name() -> str:
+    """The folder under BITRAG_HOME of the eval's own sample-corpus index, one per index
+    format and corpus location: ingest keeps the documents outside the paths it is given,
+    so a bitrag installed elsewhere (another venv, an upgrade) must not add its copy of the
+    corpus to an index that already holds this one's."""
+    from retrieval.paths import SAMPLE_CORPUS
+    from retrieval.store import FORMAT_VERSION
+
+    where = hashlib.sha256(str(SAMPLE_CORPUS.resolve()).encode()).hexdigest()[:8]
+    return f"eval-sample-index-v{FORMAT_VERSION}-{where}"
+
+
 def _open_index(index: Path | None):
     from retrieval.paths import SAMPLE_CORPUS, bitrag_home
     from retrieval.store import open_index
 
     if index is None:  # the sample corpus, brought up to date (unchanged files are skipped)
-        from retrieval.store import FORMAT_VERSION, Index, ingest
+        from retrieval.store import Index, ingest
 
-        directory = bitrag_home() / f"eval-sample-index-v{FORMAT_VERSION}"
+        directory = bitrag_home() / sample_index_name()
         ingest([SAMPLE_CORPUS], directory)
         return Index.load(directory)
     return open_index(index)

@@ -56,10 +56,11 @@ def markdown(r: dict) -> str:
     if rec.get("type"):
         chosen = next(x for x in r["rungs"] if x["type"] == rec["type"])
         m = chosen["measured"]
-        lines.append(
+        lines += [
+            "",
             f"Speed of {rec['type']} here: {m['gen_tokens_per_s']} generated and "
-            f"{m['prompt_tokens_per_s']} prompt tokens/s, peak RSS {m['peak_rss_mb']} MB."
-        )
+            f"{m['prompt_tokens_per_s']} prompt tokens/s, peak RSS {m['peak_rss_mb']} MB.",
+        ]
     lines += ["", "## Size and speed (one process per rung)", ""]
     lines += _table(
         [
@@ -86,7 +87,7 @@ def markdown(r: dict) -> str:
             for x in r["rungs"]
         ],
     )
-    lines += ["", f"## Divergence from {top} over the indexed text", ""]
+    lines += ["", f"## Divergence from {top} ({r['top_rung_label']}) over the indexed text", ""]
     lines += _table(
         [
             "rung",

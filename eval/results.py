@@ -36,9 +36,26 @@ def _retrieval_summary(rows: list[dict]) -> dict:
     return out
 
 
-def recommend(rungs: list[dict], answers: dict[str, dict]) -> dict:
+def _vs_evidence(answers: dict[str, dict], beating: list[str]) -> str:
+    """How the rungs above evidence-only differ from it, with their paired intervals."""
+    parts, clear = [], False
+    for name in beating:
+        d = answers[name]["keyword_hit"]["vs_evidence"]
+        ci = d["ci95"]
+        clear = clear or bool(ci and ci[0] > 0)
+        parts.append(f"{name} {d['diff']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
+    verdict = (
+        "at least one interval lies above 0"
+        if clear
+        else "every interval includes 0, so none is clearly better than quoting the evidence"
+    )
+    return f"Keyword hit above evidence-only (paired 95% interval): {', '.join(parts)}; {verdict}."
+
+
+def recommend(rungs: list[dict], answers: dict[str, dict], label: str) -> dict:
     """The smallest rung whose keyword hit reaches the lower end of the top rung's 95%
-    interval; and whether any rung beats the evidence-only row at all."""
+    interval; and whether any rung beats the evidence-only row at all, said first when none
+    does. `label` names the top rung ("requantized reference" or "full precision")."""
     top = rungs[0]
     top_hit = answers[top["type"]]["keyword_hit"]
     floor = answers["evidence"]["keyword_hit"]["value"]
@@ -55,16 +72,24 @@ def recommend(rungs: list[dict], answers: dict[str, dict]) -> dict:
     pick = min(ok, key=lambda r: (r["bytes"], -r["bits_per_weight"]))
     beating = [r["type"] for r in rungs if answers[r["type"]]["keyword_hit"]["value"] > floor]
     hit = answers[pick["type"]]["keyword_hit"]["value"]
-    summary = (
+    d = pick["divergence"]
+    choice = (
         f"{pick['type']} ({pick['bytes'] / 1e6:.1f} MB, {pick['bits_per_weight']:.2f} bits per "
         f"weight) is the smallest rung whose keyword hit ({hit:.3f}) reaches the lower end of "
-        f"the top rung {top['type']}'s 95% interval ({bound:.3f}; top {top_hit['value']:.3f})."
+        f"the 95% interval of {top['type']}, the {label} ({bound:.3f}; {top['type']} itself "
+        f"{top_hit['value']:.3f}). Its next-token distributions on your text are "
+        f"{d['kld_mean']:.3f} nats from {top['type']}'s (mean KLD; same top token "
+        f"{d['same_top_rate'] * 100:.1f}%): the intervals are wide, so check the divergence "
+        "table before trusting a low rung."
     )
-    if not beating:
-        summary += (
-            f" No rung beats the evidence-only row (keyword hit {floor:.3f}): on these "
-            "questions the model adds nothing measurable over quoting the retrieved evidence, "
-            "so the smallest rung is as good as any and evidence-only answers need no model."
+    if beating:
+        summary = f"{choice} {_vs_evidence(answers, beating)}"
+    else:
+        summary = (
+            f"No rung beats evidence-only: no rung's keyword hit is above the {floor:.3f} of "
+            "quoting the retrieved evidence with no model. On these questions the model adds "
+            "nothing measurable, and evidence-only answers need no model at all. If you want "
+            f"generated answers anyway: {choice}"
         )
     return {
         "type": pick["type"],
@@ -78,7 +103,25 @@ def recommend(rungs: list[dict], answers: dict[str, dict]) -> dict:
     }
 
 
-def caveats(source: dict, rungs: list[dict], settings: dict, n_questions: int) -> list[str]:
+def _unread(questions: list[Question], languages: list[str] | None) -> str | None:
+    """A caveat when some questions are in a language the model does not read."""
+    if languages is None:
+        return None
+    unread = [q for q in questions if q.lang not in languages]
+    if not unread:
+        return None
+    langs = ", ".join(sorted({q.lang for q in unread}))
+    return (
+        f"{len(unread)} of {len(questions)} questions are in {langs}, which the model does not "
+        f"read (it reads {', '.join(languages)}): every rung answers them from the evidence "
+        "alone (quoted or abstained), as the evidence-only row does, so differences between "
+        f"rungs come from the other {len(questions) - len(unread)}."
+    )
+
+
+def caveats(
+    source: dict, rungs: list[dict], settings: dict, questions: list[Question]
+) -> list[str]:
     notes = []
     top = rungs[0]
     if source["quantized"]:
@@ -97,9 +140,12 @@ def caveats(source: dict, rungs: list[dict], settings: dict, n_questions: int) -
         "does); neighbouring tokens are correlated, so the true interval is wider."
     )
     notes.append(
-        f"{n_questions} questions: the bootstrap intervals are wide, and differences between "
+        f"{len(questions)} questions: the bootstrap intervals are wide, and differences between "
         "rungs smaller than them are not evidence of a difference."
     )
+    unread = _unread(questions, settings["languages"])
+    if unread:
+        notes.append(unread)
     notes.append(
         "Keyword hit is lexical and token-F1 compares words with the reference answer. The "
         "agent replaces a draft its check rejects with the quoted evidence (mode quoted), so "
@@ -139,12 +185,12 @@ def assemble(
         )
     evidence = rows["evidence"]
     threads = settings.pop("threads")
-    top = rungs[0]
+    label = "requantized reference" if source["quantized"] else "full precision"
     return {
         "schema_version": SCHEMA_VERSION,
         "source": source,
-        "top_rung": top["type"],
-        "top_rung_label": "requantized reference" if source["quantized"] else "full precision",
+        "top_rung": rungs[0]["type"],
+        "top_rung_label": label,
         "dataset": {
             "path": str(opts.dataset),
             "split": opts.split,
@@ -163,8 +209,8 @@ def assemble(
             },
         },
         "rungs": rungs,
-        "recommendation": recommend(rungs, answers),
-        "caveats": caveats(source, rungs, settings, len(questions)),
+        "recommendation": recommend(rungs, answers, label),
+        "caveats": caveats(source, rungs, settings, questions),
         "questions": [
             {
                 "id": q.id,
