@@ -8,6 +8,7 @@ the same values. Under `measured` sit timings, tokens/s, peak memory and thread 
 import json
 import os
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,26 @@ def _unread(questions: list[Question], languages: list[str] | None) -> str | Non
     )
 
 
+def _inversions(rungs: list[dict]) -> str | None:
+    """A caveat naming each pair where the rung with more bits per weight diverges more."""
+    ordered = sorted(rungs, key=lambda r: -r["bits_per_weight"])
+    pairs = [
+        f"{more['type']} ({more['bits_per_weight']:.2f} bpw, mean KLD "
+        f"{more['divergence']['kld_mean']:.4f}) > {less['type']} ({less['bits_per_weight']:.2f} "
+        f"bpw, {less['divergence']['kld_mean']:.4f})"
+        for more, less in pairwise(ordered)
+        if more["divergence"]["kld_mean"] > less["divergence"]["kld_mean"]
+    ]
+    if not pairs:
+        return None
+    return (
+        "Divergence does not fall monotonically with bits per weight: "
+        + "; ".join(pairs)
+        + ". The labels' fallback tensor types (above) differ, and a requantized source's grid "
+        "can round unevenly into a new one: compare the rungs by the table, not by name."
+    )
+
+
 def caveats(
     source: dict, rungs: list[dict], settings: dict, questions: list[Question]
 ) -> list[str]:
@@ -155,6 +176,9 @@ def caveats(
         if r["n_tensor_types"] > 2 or r["type"] not in r["tensor_types"]:
             kinds = ", ".join(f"{k}:{v}" for k, v in r["tensor_types"].items())
             notes.append(f"{r['type']} is a label: its tensors are {kinds}.")
+    inverted = _inversions(rungs)
+    if inverted:
+        notes.append(inverted)
     if any(r.get("evidence_differs") for r in rungs):
         notes.append(
             "Some rungs saw other evidence than the evidence-only row (see evidence_differs)."

@@ -24,6 +24,7 @@ import pytest
 
 from eval.dataset import QA_PATH
 from eval.ladder_run import sample_index_name
+from eval.results import _inversions
 
 REPO = Path(__file__).resolve().parent.parent
 ARGS = ["--types", "Q8_0,Q2_K", "--limit", "10", "--kld-tokens", "256"]
@@ -275,3 +276,16 @@ def test_bad_dataset_gives_one_clear_line(run, tmp_path: Path, content, says):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and str(path) in lines[0], done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _rung(name: str, bits: float, kld: float) -> dict:
+    return {"type": name, "bits_per_weight": bits, "divergence": {"kld_mean": kld}}
+
+
+def test_a_ladder_whose_divergence_does_not_fall_with_bits_is_flagged():
+    monotone = [_rung("F16", 16, 0.0), _rung("Q8_0", 8.5, 0.006), _rung("Q2_K", 5.1, 0.54)]
+    assert _inversions(monotone) is None
+    inverted = [*monotone, _rung("Q5_K_M", 6.56, 0.098), _rung("Q4_K_M", 6.17, 0.075)]
+    caveat = _inversions(inverted)
+    assert "Q5_K_M (6.56 bpw, mean KLD 0.0980) > Q4_K_M (6.17 bpw, 0.0750)" in caveat
+    assert "Q8_0" not in caveat
