@@ -9,6 +9,8 @@ Passages are embedded under bfloat16 autocast where the CPU has AMX bf16 tiles: 
 on this machine (64 sample chunks, 1 thread, same run) e5 made 2.4x the chunks/s of
 float32, and the vectors keep cosine >= 0.9999 to float32's (e5 and MiniLM). Queries stay
 float32: one short e5 query ran slower under autocast. CPUs without AMX stay float32.
+Queries to the embedded MiniLM skip torch altogether: retrieval.minilm_numpy runs the same
+float32 forward pass in numpy, sparing a one-shot `bitrag ask` ~6 s of imports.
 """
 
 import contextlib
@@ -131,9 +133,14 @@ def embed(
     `kind` says whether the texts are queries or passages: models such as e5 expect a
     different prefix on each.
     """
+    embedder = embedder or resolve_embedder()
+    if kind == "query" and embedder.id == EMBEDDED_ID and embedder.source is None:
+        from retrieval import minilm_numpy
+
+        return minilm_numpy.embed(texts, embedder.path, threads())
+
     import torch
 
-    embedder = embedder or resolve_embedder()
     model = _model(embedder.path, embedder.source)
     torch.set_num_threads(threads())  # the idle cores: a busy machine must not stall it
     prefix = embedder.prefix(kind)

