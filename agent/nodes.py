@@ -11,7 +11,7 @@ from agent import evidence as ev
 from agent import followup, prompts, routing, semantic, toolcall
 from agent.context import fit
 from agent.state import Context, State
-from agent.verify import verify
+from agent.verify import enough, finished, verify
 from retrieval.tokenize import language, tokenize
 
 MIN_COVERAGE = 0.55  # share of the question's term weight one chunk must hold (dev split)
@@ -93,7 +93,8 @@ def readable(state: State, runtime: Runtime[Context]) -> bool:
 
 
 def generate(state: State, runtime: Runtime[Context]) -> State:
-    """A short answer from the numbered evidence, streamed to whoever listens."""
+    """A short answer from the numbered evidence, streamed to whoever listens; the stream
+    stops once the finished sentences are `enough` (agent/verify.py)."""
     ctx = runtime.context
     lang = language(state["question"])
 
@@ -101,12 +102,17 @@ def generate(state: State, runtime: Runtime[Context]) -> State:
         return prompts.answer_messages(state["question"], state["evidence"], kept, lang)
 
     messages, _, _ = fit(ctx.llm, build, state["hits"][:CONTEXT_CHUNKS], MAX_ANSWER_TOKENS)
+    quotes = [e.quote for e in state["evidence"]]
     write = get_stream_writer()
-    pieces = []
+    draft = done = ""
     for piece in ctx.llm.stream(messages, MAX_ANSWER_TOKENS, STOP):
-        pieces.append(piece)
+        draft += piece
         write({"token": piece})
-    return {"draft": "".join(pieces)}
+        if (now := finished(draft)) != done:
+            done = now
+            if enough(done, state["question"], quotes, ctx.weights):
+                return {"draft": done}  # two sentences, or one the evidence cannot back
+    return {"draft": draft}
 
 
 def check(state: State, runtime: Runtime[Context]) -> State:

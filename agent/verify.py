@@ -29,6 +29,8 @@ UNITS = frozenset(
     "bit bits byte bytes b kb mb gb tb kib mib gib tib k m x % percent times".split()
     + "비트 바이트 개 배 번".split()
 )
+MAX_SENTENCES = 2  # an answer is one or two sentences; the stream stops at a third
+_WORDS = re.compile(r"[^\W\d_]")
 RARE_WEIGHT = 2.5  # terms this rare (evidence.TermWeights) must be backed by the evidence
 _SUFFIXES = ("ing", "ed", "es", "e", "s")
 
@@ -202,8 +204,8 @@ def verify(answer: str, question: str, evidence: list[str], weights: TermWeights
     bad_markers = [n for n in _MARKER.findall(text) if int(n) not in given]
     text = _MARKER.sub(lambda m: m.group(0) if int(m.group(1)) in given else "", text).strip()
     text = _markers_last(text)
-    support_terms = _roots(" ".join(evidence)) | _roots(question)
-    new_terms = set(tokenize(_MARKER.sub("", text))) - set(tokenize(question))
+    support_terms = _support(evidence, question)
+    new_terms = _new_terms(text, question)
 
     def fail(reason: str) -> Verdict:
         return Verdict(False, reason, text, cited)
@@ -212,20 +214,58 @@ def verify(answer: str, question: str, evidence: list[str], weights: TermWeights
         return fail("empty answer")
     if bad_markers:
         return fail(f"cites [{', '.join(bad_markers)}], which was not given")
-    unbound = _unbound(text, question, evidence)
-    if unbound:
-        return fail(f"numbers not in the evidence with what they count: {', '.join(unbound)}")
-    foreign = sorted(
-        t
-        for t in new_terms
-        if _root(t) not in support_terms
-        and (not weights.known(t) or weights.weight(t) >= RARE_WEIGHT)
-    )
-    if foreign:
-        return fail(f"terms not in the evidence: {', '.join(foreign)}")
+    if reason := unsupported(text, question, evidence, weights):
+        return fail(reason)
     if not {_root(t) for t in new_terms} & support_terms:
         return fail("adds nothing that the evidence says")
     return Verdict(True, "supported", text, _supporting(cited, new_terms, evidence))
+
+
+def _support(evidence: list[str], question: str) -> set[str]:
+    return _roots(" ".join(evidence)) | _roots(question)
+
+
+def _new_terms(text: str, question: str) -> set[str]:
+    return set(tokenize(_MARKER.sub("", text))) - set(tokenize(question))
+
+
+def unsupported(text: str, question: str, evidence: list[str], weights: TermWeights) -> str:
+    """Why `text` states what the evidence does not (a number without what it counts, a
+    rare term), or "" when it does not. More text cannot take such a statement back, so a
+    draft can be stopped as soon as one of its sentences fails here."""
+    unbound = _unbound(text, question, evidence)
+    if unbound:
+        return f"numbers not in the evidence with what they count: {', '.join(unbound)}"
+    support_terms = _support(evidence, question)
+    foreign = sorted(
+        t
+        for t in _new_terms(text, question)
+        if _root(t) not in support_terms
+        and (not weights.known(t) or weights.weight(t) >= RARE_WEIGHT)
+    )
+    return f"terms not in the evidence: {', '.join(foreign)}" if foreign else ""
+
+
+def finished(draft: str) -> str:
+    """The sentences of a streaming draft that have ended, with the citation markers that
+    follow them; the last sentence may still be growing and is left out."""
+    parts = sentences(draft)
+    if len(parts) < 2:
+        return ""
+    markers = _LEADING_MARKERS.match(parts[-1])
+    return " ".join([*parts[:-1], markers.group(0).strip() if markers else ""]).strip()
+
+
+def enough(text: str, question: str, evidence: list[str], weights: TermWeights) -> bool:
+    """Whether the finished `text` of a draft ends it: MAX_SENTENCES said, or a sentence
+    already unsupported (more text cannot make it supported)."""
+    said = sum(_says(s) for s in sentences(text))
+    return said >= MAX_SENTENCES or bool(unsupported(text, question, evidence, weights))
+
+
+def _says(sentence: str) -> bool:
+    """Whether a sentence has words (not only citation markers)."""
+    return bool(_WORDS.search(_MARKER.sub("", sentence)))
 
 
 def _supporting(cited: list[int], new_terms: set[str], evidence: list[str]) -> list[int]:

@@ -4,7 +4,7 @@
 from agent.evidence import TermWeights, select, sentences, unknown_specifics
 from agent.followup import is_follow_up, resolve
 from agent.routing import expression_in, route
-from agent.verify import drop_repeats, has_repeat, verify
+from agent.verify import drop_repeats, enough, finished, has_repeat, verify
 from retrieval.bm25 import BM25
 from retrieval.chunking import Chunk
 from retrieval.store import Hit
@@ -115,6 +115,21 @@ def test_repeated_sentences_are_cut():
     looping = "The sign bit is 1. The exponent is 8. The sign bit is 1. The exponent is 8."
     assert has_repeat(looping)
     assert drop_repeats(looping) == "The sign bit is 1. The exponent is 8."
+
+
+def test_a_streaming_draft_ends_at_two_sentences_or_at_an_unsupported_one():
+    weights = _weights(TABLE, PROSE)
+    evidence = sentences(PROSE)
+    question = "What does QLoRA store the base model in?"
+    assert finished("It is stored in 4-bit NF4 [2]. It keeps the ada") == (
+        "It is stored in 4-bit NF4 [2]."
+    )
+    assert finished("It is stored in 4-bit NF4. [2] It keeps") == "It is stored in 4-bit NF4. [2]"
+    assert finished("It is stored in 4-bit") == ""
+    one = "QLoRA stores the base model in 4-bit NF4 [2]."
+    assert not enough(one, question, evidence, weights)
+    assert enough(f"{one} The base model stays frozen.", question, evidence, weights)
+    assert enough("QLoRA stores it in 3-bit GPTQ.", question, evidence, weights)
 
 
 def test_routes_come_from_the_message_alone():
