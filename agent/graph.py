@@ -28,10 +28,13 @@ def after_start(state: State) -> Literal["retrieve", "use_tool", "chat"]:
 
 
 def grade(state: State, runtime: Runtime[Context]) -> Grade:
-    """Answer when the evidence covers the question; else search once more, then abstain."""
-    covered = state["coverage"] >= nodes.MIN_COVERAGE
-    close = state["similarity"] >= semantic.MIN_SIMILARITY
-    if state["evidence"] and (covered or close):
+    """Answer when a retrieved sentence is close in meaning to the question (without the
+    meaning check: when the evidence covers its terms); else search once more, then abstain."""
+    if runtime.context.semantic:
+        supported = state["similarity"] >= semantic.MIN_SIMILARITY
+    else:
+        supported = state["coverage"] >= nodes.MIN_COVERAGE
+    if state["evidence"] and supported:
         return "generate" if nodes.readable(state, runtime) else "quote_unreadable"
     # a rewrite cannot find what the notes never name
     return "rewrite" if len(state["searched"]) < 2 and not state["unknown"] else "abstain"

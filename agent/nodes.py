@@ -60,19 +60,18 @@ def retrieve(state: State, runtime: Runtime[Context]) -> State:
 
 def select_evidence(state: State, runtime: Runtime[Context]) -> State:
     """The best sentences by the question's terms; when the terms are not covered (a
-    paraphrase, another language), the sentences closest in meaning instead."""
+    paraphrase, another language), the sentences closest in meaning instead. `similarity`,
+    how close in meaning the closest retrieved sentence is, decides whether to answer."""
     ctx = runtime.context
     query, hits = state["query"], state["hits"]
     focus = state["question"] if query != state["question"] else None
     coverage = 0.0 if state["unknown"] else ev.coverage(query, hits, ctx.weights)
     lexical = {"evidence": ev.select(query, hits, ctx.weights, focus), "coverage": coverage}
-    # meaning is judged on the first search only: the deeper rewrite search holds more
-    # sentences, so its best cosine is higher whatever the notes say
-    first = len(state["searched"]) == 1
-    if coverage >= MIN_COVERAGE or state["unknown"] or not ctx.semantic or not first:
+    if state["unknown"] or not ctx.semantic:
         return lexical | {"similarity": 0.0}
-    found = semantic.match(query, hits)
-    if found.similarity < semantic.MIN_SIMILARITY:
+    # meaning is read from the question as asked (a rewrite is a bag of terms)
+    found = semantic.match(state["searched"][0], hits)
+    if coverage >= MIN_COVERAGE or found.similarity < semantic.MIN_SIMILARITY:
         return lexical | {"similarity": found.similarity}
     return {"evidence": found.evidence, "coverage": coverage, "similarity": found.similarity}
 

@@ -66,6 +66,15 @@ def test_a_question_the_notes_only_half_cover_is_rewritten_once_then_abstains(
     assert len(result["searched"]) == 2  # the question, then one rewrite
 
 
+def test_a_question_whose_words_the_notes_hold_but_not_its_fact_abstains(
+    run_json, home_with_sample_index
+):
+    result = run_json("ask", "How many parameters does the BGE-M3 embedding model have?")
+    assert result["coverage"] >= 0.55  # every term is in the notes ...
+    assert result["similarity"] < 0.88  # ... but no sentence says what is asked
+    assert result["abstained"] is True
+
+
 def test_follow_up_in_one_process(run_json, home_with_sample_index):
     first = run_json("ask", "How many bits per weight does IQ2_XXS use?", "--session", "s1")
     assert "2.06" in first["evidence"][0]["quote"]
