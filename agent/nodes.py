@@ -34,6 +34,7 @@ def start(state: State, runtime: Runtime[Context]) -> State:
         "query": followup.resolve(question, previous),
         "searched": [],
         "hits": [],
+        "examined": [],
         "evidence": [],
         "coverage": 0.0,
         "similarity": 0.0,
@@ -69,9 +70,13 @@ def select_evidence(state: State, runtime: Runtime[Context]) -> State:
     lexical = {"evidence": ev.select(query, hits, ctx.weights, focus), "coverage": coverage}
     if state["unknown"] or not ctx.semantic:
         return lexical | {"similarity": 0.0}
-    # meaning is read from the question as asked (a rewrite is a bag of terms)
-    found = semantic.match(state["searched"][0], hits)
-    if coverage >= MIN_COVERAGE or found.similarity < semantic.MIN_SIMILARITY:
+    asked = state["searched"][0]  # meaning is read from the question, not a rewrite's terms
+    if len(state["searched"]) > 1:  # the first search's sentences all fell short already
+        hits = [h for h in hits if h.chunk.chunk_id not in state["examined"]]
+    if coverage >= MIN_COVERAGE:
+        return lexical | {"similarity": semantic.reaches(asked, hits, lexical["evidence"])}
+    found = semantic.match(asked, hits)
+    if found.similarity < semantic.MIN_SIMILARITY:
         return lexical | {"similarity": found.similarity}
     return {"evidence": found.evidence, "coverage": coverage, "similarity": found.similarity}
 
@@ -79,7 +84,8 @@ def select_evidence(state: State, runtime: Runtime[Context]) -> State:
 def rewrite(state: State) -> State:
     """Search once more with the question's content terms only, looking deeper."""
     terms = dict.fromkeys(tokenize(state["query"]))
-    return {"query": " ".join(terms) or state["query"]}
+    examined = [h.chunk.chunk_id for h in state["hits"]]
+    return {"query": " ".join(terms) or state["query"], "examined": examined}
 
 
 def readable(state: State, runtime: Runtime[Context]) -> bool:

@@ -35,6 +35,7 @@ class State(TypedDict, total=False):
     query: str
     searched: list[str]
     hits: list[Hit]
+    examined: list[str]  # chunk ids whose sentences the first search measured
     evidence: list[Evidence]
     coverage: float
     similarity: float

@@ -1,6 +1,7 @@
 """Evidence selection, the answer check, routing and follow-ups on small real texts
 (real Kiwi, real BM25; no model needed)."""
 
+from agent import semantic
 from agent.evidence import TermWeights, select, sentences, unknown_specifics
 from agent.followup import is_follow_up, resolve
 from agent.routing import expression_in, route
@@ -130,6 +131,27 @@ def test_a_streaming_draft_ends_at_two_sentences_or_at_an_unsupported_one():
     assert not enough(one, question, evidence, weights)
     assert enough(f"{one} The base model stays frozen.", question, evidence, weights)
     assert enough("QLoRA stores it in 3-bit GPTQ.", question, evidence, weights)
+
+
+def test_the_meaning_gate_decides_as_the_full_match_does():
+    texts = [
+        "QLoRA stores the frozen base model in 4-bit NF4. The LoRA adapters stay in 16-bit.",
+        "BGE-M3 outputs 1024-dimensional vectors and covers more than 100 languages.",
+        "Perplexity counts only the second half of each window.",
+    ]
+    hits = [_hit(t, rank) for rank, t in enumerate(texts, 1)]
+    weights = _weights(*texts)
+    sides = set()
+    for question in (
+        "What does QLoRA store the base model in?",
+        "How many languages does BGE-M3 cover?",
+    ):
+        full = semantic.match(question, hits).similarity
+        fast = semantic.reaches(question, hits, select(question, hits, weights))
+        close = full >= semantic.MIN_SIMILARITY
+        assert (fast >= semantic.MIN_SIMILARITY) == close and fast <= full + 1e-6
+        sides.add(close)
+    assert sides == {True, False}  # one question on each side of the threshold
 
 
 def test_routes_come_from_the_message_alone():
