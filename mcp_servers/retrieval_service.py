@@ -1,7 +1,7 @@
 """The retrieval server's state: one loaded index, shared by every concurrent call.
 
 The index is loaded once when the server starts. Its heavy parts (BM25 matrix, Kiwi, FAISS
-index, the embedder and torch) load on the first search that needs them, under a lock, so
+index, the embedder) load on the first search that needs them, under a lock, so
 concurrent first calls do not each load them (16 threads building Kiwi at once stalled every
 first call for about 5 s); later searches run in parallel without the lock. When
 ``bitrag ingest`` (or this server's own ``ingest`` tool) switches the index to a new generation,

@@ -309,7 +309,7 @@ class Index:
         else:
             weight = hybrid.dense_weight(query, self.embedder.languages)
             lexical = self._lexical(query, hybrid.DEPTH, among)
-            # the embedder (and torch) load only when its ranking can count
+            # the embedder loads only when its ranking can count
             needed = weight > 0 or not lexical
             dense = self._dense(query, hybrid.DEPTH, "centered", among) if needed else []
             ranked = hybrid.fuse(lexical, dense, weight, k)
