@@ -91,7 +91,8 @@ def _joins_next(line: str, following: str) -> bool:
 
 def _blocks(text: str) -> list[tuple[str, list[str]]]:
     """("table", rows) for runs of table lines, ("text", [line]) for every other line,
-    with continued lines joined back."""
+    with continued lines joined back; list and heading marks go before sentences are
+    split, so "1. 16384 x 8192 = ..." is not cut after its "1."."""
     lines = [line for line in text.splitlines() if line.strip()]
     blocks: list[tuple[str, list[str]]] = []
     joining = False
@@ -102,9 +103,9 @@ def _blocks(text: str) -> list[tuple[str, list[str]]]:
             else:
                 blocks.append(("table", [line]))
         elif joining:
-            blocks[-1][1][0] += " " + line.strip()
+            blocks[-1][1][0] += " " + _clean(line)
         else:
-            blocks.append(("text", [line.strip()]))
+            blocks.append(("text", [_clean(line)]))
         following = lines[i + 1] if i + 1 < len(lines) else ""
         joining = blocks[-1][0] == "text" and bool(following) and _joins_next(line, following)
     return blocks

@@ -43,6 +43,14 @@ def test_korean_sentences_are_split_by_kiwi():
     assert sentences(KOREAN) == ["LoRA는 저랭크 행렬 A와 B만 학습한다.", "원래 가중치는 얼어 있다."]
 
 
+def test_a_numbered_list_item_is_not_cut_after_its_number():
+    text = "Worked example, 0.5 x 0.25:\n\n1. 16384 x 8192 = 134,217,728\n2. 134,217,728 >> 15"
+    assert sentences(text) == [
+        "Worked example, 0.5 x 0.25: 16384 x 8192 = 134,217,728",
+        "134,217,728 >> 15",
+    ]
+
+
 def test_wrapped_pdf_lines_are_joined_and_list_items_kept_apart():
     text = (
         "The authors used the self-instruct method with OpenAI's text-davinci-003 to\n"
