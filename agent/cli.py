@@ -11,6 +11,7 @@ import click
 from mcp_servers.registry import SERVERS as MCP_SERVERS
 from retrieval.errors import UserError
 from retrieval.paths import SAMPLE_CORPUS, default_index_dir
+from retrieval.tokenize import has_hangul, preload_kiwi
 
 INDEX_HELP = "Index directory (default: $BITRAG_HOME/index)."
 MODEL_HELP = "GGUF model file (default: $BITRAG_MODEL or the embedded model)."
@@ -209,6 +210,8 @@ def ask(
     as_json: bool,
 ) -> None:
     """Answer QUESTION from the indexed documents, quoting and citing them."""
+    if has_hangul(question):
+        preload_kiwi()  # ~1.4 s of loading overlaps the imports below
     from agent.assemble import make_agent
     from agent.render import show_answer
 
