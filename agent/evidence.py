@@ -171,6 +171,18 @@ def _score(question: dict[str, float], own: set[str], context: set[str]) -> floa
     return _share(question, own) + NEIGHBOUR_WEIGHT * _share(question, context - own)
 
 
+_TWO_ASKS = re.compile(
+    r",\s*and\s+(?:how|what|which|who|when|where|why|is|are|was|were|does|did|do|can)\b"
+    r"|(?:고|며),\s|\?\s*\S.*\?"
+)
+
+
+def asks_two_things(question: str) -> bool:
+    """Whether the question joins two asks ("How big was X, and how many ...?", "X는 뭐고,
+    Y는 몇 ...?", two question marks): one sentence rarely answers both."""
+    return _TWO_ASKS.search(question) is not None
+
+
 def wants_number(question: str) -> bool:
     """Whether the question asks for a quantity (how many, 몇, 얼마, ...)."""
     return _QUANTITY.search(question) is not None

@@ -135,11 +135,16 @@ def check(state: State, runtime: Runtime[Context]) -> State:
 
 
 def quote(state: State, note: str = "") -> State:
-    """The best evidence sentence, verbatim, as the answer."""
-    best = state["evidence"][0]
+    """The best evidence passage, verbatim, as the answer; when the question asks two things
+    and the next passage comes from the same note, that one too."""
+    best, *others = state["evidence"]
+    two = ev.asks_two_things(state["question"])
+    second = [e for e in others[:1] if two and e.source == best.source]
+    quoted = list(enumerate([best, *second], 1))
     note = "; ".join(n.rstrip(".") for n in (note, _meaning_note(state)) if n)
-    answer = f"{best.quote} [1]"
-    return {"answer": answer, "mode": "quoted", "citations": _citations(state, [1]), "note": note}
+    answer = " ".join(f"{e.quote} [{n}]" for n, e in quoted)
+    citations = _citations(state, [n for n, _ in quoted])
+    return {"answer": answer, "mode": "quoted", "citations": citations, "note": note}
 
 
 def _meaning_note(state: State) -> str:

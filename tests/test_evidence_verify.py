@@ -2,7 +2,7 @@
 (real Kiwi, real BM25; no model needed)."""
 
 from agent import semantic
-from agent.evidence import TermWeights, select, sentences, unknown_specifics
+from agent.evidence import TermWeights, asks_two_things, select, sentences, unknown_specifics
 from agent.followup import is_follow_up, resolve
 from agent.routing import expression_in, route
 from agent.verify import drop_repeats, enough, finished, has_repeat, verify
@@ -160,6 +160,14 @@ def test_the_meaning_gate_decides_as_the_full_match_does():
         assert (fast >= semantic.MIN_SIMILARITY) == close and fast <= full + 1e-6
         sides.add(close)
     assert sides == {True, False}  # one question on each side of the threshold
+
+
+def test_a_question_that_asks_two_things_is_recognised():
+    assert asks_two_things("How big was The Pile, and how many sources was it assembled from?")
+    assert asks_two_things("ZeRO 2단계에서는 무엇까지 분할하고, GPU당 메모리는 얼마였어?")
+    assert asks_two_things("왜 권장되지 않아? 대신 어디서 출발해야 해?")
+    assert not asks_two_things("How many bits and bytes does a Q8_0 block hold?")
+    assert not asks_two_things("LoRA는 어떤 행렬을 학습하나요?")
 
 
 def test_routes_come_from_the_message_alone():
