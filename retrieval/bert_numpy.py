@@ -20,7 +20,8 @@ mean, as transformers and sentence-transformers do. Callers add the model's pref
 
 Measured on this 2-core machine (shared with other jobs), fresh process: a MiniLM query took
 4.9-7.3 s through sentence-transformers and 0.12-0.32 s here, an e5 query 0.55-0.75 s (~0.5 s
-of it CompactUnigram reading tokenizer.json); agent/semantic.py's match over 25-71 real
+of it CompactUnigram parsing tokenizer.json; its vocabulary cache now loads in 0.13 s);
+agent/semantic.py's match over 25-71 real
 sentences fell from 6.1-6.6 s to 1.3-1.7 s. The matrix products bound the rest (~90 GFLOP/s
 on one core, float32; torch's bf16 on AMX was faster once loaded): on one thread, 25
 sentences took 0.7 s, 71 took 1.5 s. Batches of 256-512 tokens beat one text at a time by

@@ -9,27 +9,34 @@ the same tokenizer.json; special tokens in the text are split off first, as
 `tokenizers` does. tests/test_e5.py checks the ids against both.
 """
 
+import contextlib
 import json
+import marshal
 import re
 from functools import lru_cache
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from retrieval.atomic import write_bytes
+
 UNK_PENALTY = 10.0
+CACHE_SUFFIX = ".vocab.marshal"
 
 
 class CompactUnigram:
     """encode(texts) -> (ids, attention mask) lists, padded to the longest, <s> ... </s>."""
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict, vocab: tuple[dict[str, int], list[float]] | None = None):
+        """`vocab`: (piece -> id, scores) when already built; else read from config."""
         model = config["model"]
-        vocab = model["vocab"]
-        self.ids = {piece: i for i, (piece, _) in enumerate(vocab)}
-        self.scores = [score for _, score in vocab]
+        if vocab is None:
+            pairs = model["vocab"]
+            vocab = {piece: i for i, (piece, _) in enumerate(pairs)}, [s for _, s in pairs]
+        self.ids, self.scores = vocab
         self.unk = model["unk_id"]
         self.unk_score = min(self.scores) - UNK_PENALTY
-        self.max_chars = max(len(piece) for piece, _ in vocab)
+        self.max_chars = max(map(len, self.ids))
         specials = {t["content"]: t["id"] for t in config["added_tokens"] if t["special"]}
         self.specials = specials
         self.special_re = re.compile("|".join(map(re.escape, sorted(specials, key=len)[::-1])))
@@ -41,7 +48,24 @@ class CompactUnigram:
 
     @classmethod
     def from_file(cls, path: Path) -> "CompactUnigram":
-        return cls(json.loads(path.read_text(encoding="utf-8")))
+        """Parsing the 9 MB tokenizer.json takes ~0.55 s of every cold semantic match; the
+        parsed vocabulary is kept beside it (marshal: plain data, no code) and loads in
+        ~0.15 s while the json's size and mtime are unchanged."""
+        cache = path.with_name(path.name + CACHE_SUFFIX)
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        try:
+            saved_stamp, light, ids, scores = marshal.loads(cache.read_bytes())
+            if saved_stamp == stamp:
+                return cls(json.loads(light), (ids, scores))
+        except (OSError, EOFError, ValueError, TypeError):
+            pass  # no cache yet, or a torn one: parse the json and write it again
+        config = json.loads(path.read_text(encoding="utf-8"))
+        made = cls(config)
+        light = {**config, "model": {k: v for k, v in config["model"].items() if k != "vocab"}}
+        with contextlib.suppress(OSError):  # a read-only folder parses every time
+            write_bytes(cache, marshal.dumps((stamp, json.dumps(light), made.ids, made.scores)))
+        return made
 
     def encode_ids(self, text: str) -> list[int]:
         """Content ids followed by the special wrapping, truncated to max_length."""

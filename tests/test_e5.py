@@ -137,6 +137,20 @@ def test_tokenizer_ids(e5_file, converted):
         assert compact.encode_ids(text) == ids, text
 
 
+def test_compact_tokenizer_loads_from_its_cache_and_survives_a_torn_one(converted, tmp_path):
+    source = tmp_path / "tokenizer.json"
+    shutil.copy(converted / "tokenizer.json", source)
+    cache = source.with_name(source.name + ".vocab.marshal")
+    parsed = CompactUnigram.from_file(source)  # parses the json, writes the cache
+    assert cache.is_file()
+    cached = CompactUnigram.from_file(source)
+    cache.write_bytes(cache.read_bytes()[:1000])  # torn: parsed again, and rewritten
+    again = CompactUnigram.from_file(source)
+    assert len(cache.read_bytes()) > 1000
+    for text, ids in EXPECTED.items():
+        assert parsed.encode_ids(text) == cached.encode_ids(text) == again.encode_ids(text) == ids
+
+
 def test_compact_tokenizer_pads_and_truncates(converted):
     compact = CompactUnigram.from_file(converted / "tokenizer.json")
     ids, mask = compact.encode(["Hello World!", "안녕 " * 600])
