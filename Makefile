@@ -31,6 +31,6 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
-# Opt-in Korean-capable model (~491 MB, pinned and hash-checked): see agent/packs.py.
+# Opt-in Korean-capable model (~491 MB, pinned and hash-checked): see agent/runtime/packs.py.
 install-qwen: setup
 	$(BIN)/bitrag models install qwen2.5-coder-0.5b

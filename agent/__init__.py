@@ -1,1 +1,4 @@
-"""The answering side of bitrag: llama.cpp model runtime, question answering pipeline, CLI."""
+"""The answering side of bitrag: the LangGraph graph that routes, retrieves, decides and
+answers (its nodes, evidence, verification, prompts and tools), the chat loop and the CLI.
+The llama.cpp runtime lives in `agent.runtime`; imports point cli -> graph -> runtime, and
+`agent` may import `retrieval` and (lazily, for commands) `eval` and `mcp_servers`."""

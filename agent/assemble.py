@@ -15,10 +15,10 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from agent.evidence import TermWeights
 from agent.graph import Agent
-from agent.llm import load_llm
-from agent.model_file import checked_model
-from agent.models import EMBEDDED_LANGUAGES
-from agent.registry import load_entries
+from agent.runtime.llm import load_llm
+from agent.runtime.model_file import checked_model
+from agent.runtime.models import EMBEDDED_LANGUAGES
+from agent.runtime.registry import load_entries
 from agent.state import Context
 from agent.tools import local_tools
 from retrieval.paths import bitrag_home
@@ -27,7 +27,7 @@ from retrieval.store import Index
 
 def model_languages(model: str | None, llm_url: str | None) -> frozenset[str] | None:
     """What the model reads, from the registry; None when nobody has said."""
-    from agent.model_file import embedded_model_path, resolve_model
+    from agent.runtime.model_file import embedded_model_path, resolve_model
 
     if llm_url:
         return None

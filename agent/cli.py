@@ -372,7 +372,7 @@ def _show_models(rows: list[dict], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models_list(as_json: bool) -> None:
     """Show the models bitrag knows, with size, type, bits per weight and languages."""
-    from agent.models import list_models
+    from agent.runtime.models import list_models
 
     _show_models(list_models(), as_json)
 
@@ -384,7 +384,7 @@ def models_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models_add(path: str, name: str | None, languages: str, as_json: bool) -> None:
     """Register your own GGUF file."""
-    from agent.models import add_model
+    from agent.runtime.models import add_model
 
     langs = [x.strip() for x in languages.split(",") if x.strip()]
     _show_models([add_model(Path(path), name, langs)], as_json)
@@ -395,7 +395,7 @@ def models_add(path: str, name: str | None, languages: str, as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models_install(name: str, as_json: bool) -> None:
     """Download, verify and register an opt-in model pack (e.g. qwen2.5-coder-0.5b)."""
-    from agent.models import install_pack
+    from agent.runtime.models import install_pack
 
     _show_models([install_pack(name, lambda m: click.echo(m, err=True))], as_json)
 
@@ -429,8 +429,8 @@ def _check_port(host: str, port: int) -> None:
 @click.option("--api-key", envvar="BITRAG_LLM_API_KEY", help="Bearer token clients must send.")
 def serve_llm(model: str | None, host: str, port: int, api_key: str | None) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (llama_cpp.server)."""
-    from agent.llm import N_CTX, SEED
-    from agent.model_file import checked_model
+    from agent.runtime.llm import N_CTX, SEED
+    from agent.runtime.model_file import checked_model
     from retrieval.threads import threads
 
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:

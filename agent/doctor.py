@@ -5,8 +5,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from agent.model_file import inspect_gguf, resolve_model, sha256_fix, sha256_of, sha256_ok
-from agent.registry import load_entries
+from agent.runtime.model_file import inspect_gguf, resolve_model, sha256_fix, sha256_of, sha256_ok
+from agent.runtime.registry import load_entries
 from retrieval.embedder import resolve_embedder
 from retrieval.errors import UserError
 from retrieval.paths import bitrag_home, default_index_dir
@@ -61,7 +61,7 @@ def _model(model: str | None, problems: list[dict]) -> dict:
 
 def _load(path: Path) -> None:
     """Open the model in llama.cpp as `ask` does, then let it go."""
-    from agent.llm import LocalLLM
+    from agent.runtime.llm import LocalLLM
 
     LocalLLM(path)
 

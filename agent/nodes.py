@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from agent import evidence as ev
 from agent import followup, prompts, routing, semantic, toolcall
-from agent.context import fit
+from agent.runtime.context import fit
 from agent.state import Context, State
 from agent.verify import enough, finished, verify
 from retrieval.tokenize import language, tokenize

@@ -7,7 +7,7 @@ data: a note that says "ignore previous instructions" is quoted, not obeyed.
 """
 
 from agent.evidence import Evidence
-from agent.llm import Messages
+from agent.runtime.llm import Messages
 from retrieval.store import Hit
 
 LANGUAGE_NAMES = {"en": "English", "ko": "Korean"}

@@ -15,8 +15,8 @@ from typing import Annotated, Literal, TypedDict
 from langchain_core.tools import BaseTool
 
 from agent.evidence import Evidence, TermWeights
-from agent.llm import LLM
 from agent.routing import Route
+from agent.runtime.llm import LLM
 from retrieval.store import Hit, Index, Retriever
 
 Mode = Literal["generated", "quoted", "abstained"]

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from langchain_core.tools import BaseTool
 
-from agent.constrained import generate_json
-from agent.llm import LLM
 from agent.routing import conversion_in, expression_in
+from agent.runtime.constrained import generate_json
+from agent.runtime.llm import LLM
 from agent.tools import tool_schema
 from retrieval.errors import UserError
 

@@ -52,7 +52,7 @@ def make_agent(row: str, index: Index) -> Agent | None:
         context = Context(index, _no_model, weights, frozenset(), tools=local_tools())
         return Agent(context, session_store(None))
     if row == "qwen":
-        from agent.registry import path_of
+        from agent.runtime.registry import path_of
 
         if path_of("qwen2.5-coder-0.5b") is None:
             return None

@@ -16,10 +16,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.chat_model import BitragChatModel
-from agent.context import count_messages
-from agent.llm import N_CTX, SEED, LocalLLM, sampling
-from agent.model_file import checked_model
+from agent.runtime.chat_model import BitragChatModel
+from agent.runtime.context import count_messages
+from agent.runtime.llm import N_CTX, SEED, LocalLLM, sampling
+from agent.runtime.model_file import checked_model
 
 MAX_TOKENS = 96
 TOPICS = [
@@ -73,8 +73,8 @@ def _rss_mb(mode: str, path: Path) -> float:
         "else:\n"
         "    from pathlib import Path\n"
         "    from langchain_core.messages import HumanMessage\n"
-        "    from agent.chat_model import BitragChatModel\n"
-        "    from agent.llm import LocalLLM\n"
+        "    from agent.runtime.chat_model import BitragChatModel\n"
+        "    from agent.runtime.llm import LocalLLM\n"
         "    m = BitragChatModel(llm=LocalLLM(Path(path)), max_tokens=8)\n"
         "    m.invoke([HumanMessage('hi')])\n"
         "status = open('/proc/self/status').read()\n"

@@ -16,7 +16,7 @@ import os
 import statistics
 import time
 
-from agent.model_file import checked_model
+from agent.runtime.model_file import checked_model
 
 PROMPT = "Summarize why block-wise quantization keeps outliers from hurting accuracy. " * 12
 GEN_TOKENS = 64

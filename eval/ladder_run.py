@@ -104,7 +104,7 @@ def _open_index(index: Path | None):
 
 
 def _source(source: str | None, memo: Path) -> dict:
-    from agent.model_file import checked_model
+    from agent.runtime.model_file import checked_model
     from eval.quantize import _describe_source
 
     info = checked_model(source)
@@ -151,7 +151,7 @@ def measure_rungs(
     progress: Callable[[str], None],
 ) -> None:
     """Speed, memory and divergence for every rung (top first: it writes the reference)."""
-    from agent.llm import N_CTX
+    from agent.runtime.llm import N_CTX
     from eval.rungs import measure
 
     top = rungs[0]
@@ -193,7 +193,7 @@ def answer_rows(
     rungs, questions, index, languages, keys: dict, cache: Path, progress: Callable[[str], None]
 ) -> dict[str, list[dict]]:
     """Records per row: evidence-only first (it fills the recorded retrieval), then rungs."""
-    from agent.llm import LocalLLM
+    from agent.runtime.llm import LocalLLM
     from eval.answers_per_rung import evidence_agent, run_row, rung_agent
 
     def counter(label: str):

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from agent.model_file import GGUFInfo, inspect_gguf
+from agent.runtime.model_file import GGUFInfo, inspect_gguf
 from retrieval.errors import UserError
 
 # The ladder, highest precision first. Measured on the embedded SmolLM2-135M (Q4_1 source,

@@ -14,8 +14,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from agent.gguf_header import read_header
-from agent.model_file import inspect_gguf
+from agent.runtime.gguf_header import read_header
+from agent.runtime.model_file import inspect_gguf
 from eval import eval_cache
 from eval.quantize import quantize
 from retrieval.errors import UserError

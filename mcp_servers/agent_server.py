@@ -3,7 +3,7 @@
 
 One ``AgentService`` per server: the index and the model are loaded once, when the server starts,
 and shared by every call. Calls run concurrently in FastMCP's worker threads; the model itself is
-used by one call at a time (``agent.llm`` serializes it with a lock), so concurrent questions
+used by one call at a time (``agent.runtime.llm`` locks it), so concurrent questions
 queue for generation while their retrieval runs in parallel. Until the first call has finished,
 calls run one at a time too, so the lazily loaded parts (dense ranker, e5 embedder) load once.
 

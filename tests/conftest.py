@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from agent.cli import cli
-from agent.model_file import embedded_model_path
+from agent.runtime.model_file import embedded_model_path
 from retrieval.paths import SAMPLE_CORPUS
 from retrieval.store import ingest
 

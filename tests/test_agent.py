@@ -137,7 +137,7 @@ def test_readme_shows_the_graph_as_built():
 
 
 def test_without_a_written_expression_the_model_fills_the_call_under_a_grammar(model_path):
-    from agent.llm import load_llm
+    from agent.runtime.llm import load_llm
     from agent.toolcall import choose, run
     from agent.tools import local_tools
 

@@ -61,19 +61,25 @@ def _imported(path: Path) -> set[str]:
     return names
 
 
-def _offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
+def _offenders(package: str, forbidden: set[str], exact: set[str] = frozenset()) -> list[str]:
+    """Imports in `package` of a forbidden module or anything under it, or of an `exact` name."""
     return [
         f"{path.relative_to(ROOT)} imports {name}"
         for path in _modules(package)
         for name in sorted(_imported(path))
-        if name.split(".")[0] in forbidden or name in forbidden
+        if name in exact or any(name == f or name.startswith(f + ".") for f in forbidden)
     ]
 
 
 def test_retrieval_imports_no_other_package() -> None:
-    assert _offenders("retrieval", ("agent", "eval", "mcp_servers", "tests")) == []
+    assert _offenders("retrieval", {"agent", "eval", "mcp_servers", "tests"}) == []
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_nothing_imports_tests(package: str) -> None:
-    assert _offenders(package, ("tests",)) == []
+    assert _offenders(package, {"tests"}) == []
+
+
+def test_the_runtime_does_not_import_the_graph() -> None:
+    graph_side = {f"agent.{p.stem}" for p in (ROOT / "agent").glob("*.py")} | {"agent.cli"}
+    assert _offenders("agent/runtime", graph_side, exact={"agent"}) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.packs import QWEN, assemble
+from agent.runtime.packs import QWEN, assemble
 from retrieval.errors import UserError
 
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agent.llm import RemoteLLM, sampling
+from agent.runtime.llm import RemoteLLM, sampling
 from retrieval.errors import UserError
 
 QUESTION = "How many mantissa bits does bfloat16 have?"

@@ -14,10 +14,10 @@ import jsonschema
 import pytest
 from langchain_core.messages import HumanMessage
 
-from agent.chat_model import BitragChatModel
-from agent.constrained import ROUTE_SCHEMA, route
-from agent.context import count_messages, fit
-from agent.llm import RemoteLLM, load_llm
+from agent.runtime.chat_model import BitragChatModel
+from agent.runtime.constrained import ROUTE_SCHEMA, route
+from agent.runtime.context import count_messages, fit
+from agent.runtime.llm import RemoteLLM, load_llm
 from retrieval.store import Index
 
 

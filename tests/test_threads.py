@@ -7,7 +7,7 @@ import time
 
 import llama_cpp
 
-from agent.llm import LocalLLM
+from agent.runtime.llm import LocalLLM
 from retrieval.threads import idle_cores
 
 

@@ -8,7 +8,7 @@ report says which chunks were dropped or cut and how many prompt tokens remain.
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from agent.llm import LLM, Messages
+from agent.runtime.llm import LLM, Messages
 from retrieval.errors import UserError
 from retrieval.store import Hit
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from agent.gguf_header import HeaderError, read_header
-from agent.registry import entry_for, path_of
+from agent.runtime.gguf_header import HeaderError, read_header
+from agent.runtime.registry import entry_for, path_of
 from retrieval.e5_verify import sha256_of
 from retrieval.errors import UserError
 

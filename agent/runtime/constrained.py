@@ -5,7 +5,7 @@ import json
 
 import jsonschema
 
-from agent.llm import LLM, Messages
+from agent.runtime.llm import LLM, Messages
 
 ROUTE_SCHEMA = {
     "type": "object",

@@ -1,6 +1,6 @@
 """bitrag's model as a LangChain chat model, for LangGraph nodes and chains.
 
-A thin BaseChatModel over `agent.llm.LLM` rather than langchain-community's
+A thin BaseChatModel over `agent.runtime.llm.LLM` rather than langchain-community's
 ChatLlamaCpp: that class loads its own llama.cpp instance (no sharing, no lock
 between concurrent callers), fixes its grammar when constructed, cannot talk to a
 remote server, and its package is being sunset. Here one model instance (local or
@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
-from agent.llm import LLM, Messages
+from agent.runtime.llm import LLM, Messages
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 
@@ -30,7 +30,7 @@ class BitragChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    llm: Any  # agent.llm.LLM (a Protocol, so pydantic cannot check it)
+    llm: Any  # agent.runtime.llm.LLM (a Protocol, so pydantic cannot check it)
     max_tokens: int = 256
 
     @property

@@ -4,9 +4,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from agent import packs
-from agent.model_file import embedded_model_path, inspect_gguf, sha256_of
-from agent.registry import load_entries, save_entry
+from agent.runtime import packs
+from agent.runtime.model_file import embedded_model_path, inspect_gguf, sha256_of
+from agent.runtime.registry import load_entries, save_entry
 from retrieval.errors import UserError
 
 EMBEDDED_NAME = "smollm2-135m-instruct"

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from agent.model_file import checked_model
+from agent.runtime.model_file import checked_model
 from retrieval.errors import UserError
 from retrieval.threads import threads
 
@@ -319,7 +319,7 @@ def _local(path: Path) -> LocalLLM:
 
 def load_llm(model: str | None = None, url: str | None = None) -> LLM:
     """--llm-url / BITRAG_LLM_URL selects a server; otherwise the checked local model,
-    loaded once per process (see agent.model_file)."""
+    loaded once per process (see agent.runtime.model_file)."""
     url = url or os.environ.get("BITRAG_LLM_URL")
     if url:
         return RemoteLLM(url)
