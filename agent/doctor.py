@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agent.runtime.model_file import inspect_gguf, resolve_model, sha256_fix, sha256_of, sha256_ok
 from agent.runtime.registry import load_entries
-from retrieval.embedder import resolve_embedder
+from retrieval.embedders.embedder import resolve_embedder
 from retrieval.errors import UserError
 from retrieval.paths import bitrag_home, default_index_dir
 from retrieval.store import Index

@@ -13,7 +13,7 @@ When the question's terms are not covered (a paraphrase, another language), the 
 sentences are also the evidence (`match`); when they are, the evidence is lexical and
 only the gate is needed (`reaches`: the lexical evidence is embedded first, and the rest
 only while nothing has reached the threshold). The model runs in numpy
-(retrieval.bert_numpy): no torch.
+(retrieval.embedders.bert_numpy): no torch.
 
 e5 scores a sentence in the other language lower than a same-language one that says
 the same (on the sample corpus a Korean query's cosine averages 0.84 to Korean chunks
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.evidence import MAX_EVIDENCE, MIN_SENTENCE_CHARS, Evidence, overlaps, passage, units
-from retrieval.embedder import Embedder, e5_embedder, embed
+from retrieval.embedders.embedder import Embedder, e5_embedder, embed
 from retrieval.store import Hit
 from retrieval.tokenize import language
 

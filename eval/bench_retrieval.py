@@ -36,7 +36,7 @@ from eval.dataset import load_questions
 from eval.retrieval_metrics import hit_at, mrr_at, ndcg_at, recall_at
 from retrieval.chunking import Chunk
 from retrieval.dense import ExactDense
-from retrieval.embedder import embed, resolve_embedder
+from retrieval.embedders.embedder import embed, resolve_embedder
 from retrieval.paths import SAMPLE_CORPUS
 from retrieval.store import RETRIEVERS, Index, IndexRows, ingest, write_generation
 from retrieval.tokenize import language, tokenize

@@ -14,6 +14,8 @@ import os
 from functools import cache
 from pathlib import Path
 
+from retrieval.hashing import sha256_of
+
 CACHE_VERSION = 1
 CODE_PACKAGES = ("agent", "retrieval", "eval")  # what answers and divergences are computed by
 
@@ -25,14 +27,11 @@ def sha256_file(path: Path, memo: Path | None = None) -> str:
     known = (read_json(memo) or {}) if memo else {}
     if tag in known:
         return known[tag]
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    digest = sha256_of(path)
     if memo:
-        known[tag] = digest.hexdigest()
+        known[tag] = digest
         write_json(memo, known)
-    return digest.hexdigest()
+    return digest
 
 
 @cache

@@ -26,7 +26,7 @@ from eval.retrieval_metrics import hit_at, mrr_at
 from retrieval import chunking, hybrid
 from retrieval.bm25 import BM25
 from retrieval.dense import ExactDense
-from retrieval.embedder import embed, resolve_embedder
+from retrieval.embedders.embedder import embed, resolve_embedder
 from retrieval.loaders import Document, RawFile, iter_candidates, parse, read_raw, resolved
 from retrieval.paths import SAMPLE_CORPUS
 from retrieval.tokenize import tokenize

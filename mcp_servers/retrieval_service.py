@@ -16,7 +16,7 @@ from typing import Any
 
 from mcp_servers.errors import ToolArgumentError
 from retrieval.chunking import Chunk
-from retrieval.embedder import embed
+from retrieval.embedders.embedder import embed
 from retrieval.errors import UserError
 from retrieval.store import RETRIEVERS, Index, Retriever, ingest, open_index
 from retrieval.tokenize import tokenize

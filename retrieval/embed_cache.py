@@ -26,7 +26,7 @@ import numpy as np
 
 from retrieval import chunking
 from retrieval.atomic import write_bytes
-from retrieval.embedder import BATCH, Embedder, embed
+from retrieval.embedders.embedder import BATCH, Embedder, embed
 
 CACHE_VERSION = 1
 FOLDER = "cache"

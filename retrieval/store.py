@@ -43,7 +43,7 @@ from retrieval.bm25 import BM25
 from retrieval.chunking import Chunk
 from retrieval.dense import ExactDense, FaissDense, LanguageCentered
 from retrieval.embed_cache import EmbedCache, FileTexts
-from retrieval.embedder import Embedder, embed, resolve_embedder
+from retrieval.embedders.embedder import Embedder, embed, resolve_embedder
 from retrieval.errors import UserError
 from retrieval.loaders import (
     DEFAULT_MAX_BYTES,

@@ -1,5 +1,5 @@
-"""Embeddings in numpy (retrieval.bert_numpy) against the real sentence-transformers models in
-float32, MiniLM and e5, and a fresh process that searches and matches by meaning without
+"""Embeddings in numpy (retrieval.embedders.bert_numpy) against the real sentence-transformers
+models in float32, MiniLM and e5, and a fresh process that searches and matches by meaning without
 ever importing torch."""
 
 import json
@@ -9,9 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval import bert_numpy
-from retrieval.e5_convert import ensure_converted
-from retrieval.embedder import Embedder, _model, e5_embedder, embed, embedded_embedder_path
+from retrieval.embedders import bert_numpy
+from retrieval.embedders.e5_convert import ensure_converted
+from retrieval.embedders.embedder import (
+    Embedder,
+    _model,
+    e5_embedder,
+    embed,
+    embedded_embedder_path,
+)
 from retrieval.store import ingest
 
 TEXTS = [
@@ -77,7 +83,7 @@ print(json.dumps({
     "dense": Path(dense[0].chunk.source).name,
     "hybrid": Path(hybrid[0].chunk.source).name,
     "meaning": Path(found.evidence[0].source).name,
-    "numpy": "retrieval.bert_numpy" in sys.modules,
+    "numpy": "retrieval.embedders.bert_numpy" in sys.modules,
     "torch": "torch" in sys.modules,
 }))
 """

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from retrieval.dense import ExactDense, LanguageCentered
-from retrieval.e5_convert import ensure_converted, model_dir
-from retrieval.e5_file import SHA256, open_e5, packaged_path
-from retrieval.e5_tokenizer import build_tokenizer
-from retrieval.e5_unigram import CompactUnigram
-from retrieval.embedder import _model, e5_embedder, embed, resolve_embedder
+from retrieval.embedders.e5_convert import ensure_converted, model_dir
+from retrieval.embedders.e5_file import SHA256, open_e5, packaged_path
+from retrieval.embedders.e5_tokenizer import build_tokenizer
+from retrieval.embedders.e5_unigram import CompactUnigram
+from retrieval.embedders.embedder import _model, e5_embedder, embed, resolve_embedder
 from retrieval.errors import UserError
 
 # fmt: off

@@ -15,7 +15,7 @@ import numpy as np
 from eval import synthetic
 from retrieval import store
 from retrieval.embed_cache import EmbedCache
-from retrieval.embedder import resolve_embedder
+from retrieval.embedders.embedder import resolve_embedder
 from retrieval.store import Index
 
 FILES = 48  # 4 chunks each: three embedding batches, so a kill after the first leaves work

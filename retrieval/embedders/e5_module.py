@@ -3,7 +3,7 @@
 The 250,037 x 384 token-embedding table stays in its 4-bit blocks (about 54 MB
 instead of 384 MB in float32); only the rows a batch looks up are expanded. The
 twelve BERT layers run in float32 through transformers' BertModel. Imports torch:
-load this module only when the model is used. Tokenization: retrieval.e5_unigram.
+load this module only when the model is used. Tokenization: retrieval.embedders.e5_unigram.
 """
 
 import json
@@ -18,7 +18,7 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from retrieval.e5_unigram import CompactUnigram
+from retrieval.embedders.e5_unigram import CompactUnigram
 
 WORD_PREFIX = "embeddings.word_embeddings."
 BLOCK = 32
@@ -68,7 +68,7 @@ class E5Encoder(InputModule):
         return self.bert.config.hidden_size
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        raise NotImplementedError("the e5 folder is written by retrieval.e5_convert")
+        raise NotImplementedError("the e5 folder is written by retrieval.embedders.e5_convert")
 
     @classmethod
     def from_folder(cls, folder: Path) -> "E5Encoder":

@@ -3,7 +3,7 @@
 The folder is keyed by the file's sha256, written into a temporary directory
 and renamed into place, so a crash never leaves a half-written model behind.
 Encoder weights are dequantized to float32; the token table keeps its Q4
-blocks (see retrieval.e5_module). numpy only: no torch is needed to convert.
+blocks (see retrieval.embedders.e5_module). numpy only: no torch is needed to convert.
 """
 
 import json
@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.e5_file import F32, E5File, open_e5
-from retrieval.e5_tokenizer import tokenizer_json
+from retrieval.embedders.e5_file import F32, E5File, open_e5
+from retrieval.embedders.e5_tokenizer import tokenizer_json
 from retrieval.paths import bitrag_home
 
 MODEL_ID = "multilingual-e5-small-q4"
-MODULE_TYPE = "retrieval.e5_module.E5Encoder"
+MODULE_TYPE = "retrieval.embedders.e5_module.E5Encoder"
+FOLDER_LAYOUT = 2  # 2: MODULE_TYPE under retrieval.embedders (a folder of layout 1 names the old)
 LAYER_PARTS = {
     "q": "attention.self.query",
     "k": "attention.self.key",
@@ -39,7 +40,7 @@ EMBEDDING_PARTS = {
 
 
 def model_dir(sha256: str) -> Path:
-    return bitrag_home() / "models" / f"{MODEL_ID}-{sha256[:16]}"
+    return bitrag_home() / "models" / f"{MODEL_ID}-{sha256[:16]}-l{FOLDER_LAYOUT}"
 
 
 def is_converted(folder: Path) -> bool:

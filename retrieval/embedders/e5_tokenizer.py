@@ -11,7 +11,7 @@ import unicodedata
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from retrieval.e5_file import Vocabulary
+from retrieval.embedders.e5_file import Vocabulary
 
 METASPACE = "\u2581"
 MAX_TOKENS = 512
@@ -21,7 +21,7 @@ SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 def build_tokenizer(vocab: Vocabulary) -> Tokenizer:
     """A `tokenizers` Tokenizer equivalent to upstream multilingual-e5-small's (about
-    260 MB resident once loaded: its Unigram trie; bitrag runs retrieval.e5_unigram)."""
+    260 MB resident once loaded: its Unigram trie; bitrag runs retrieval.embedders.e5_unigram)."""
     return Tokenizer.from_str(tokenizer_json(vocab))
 
 

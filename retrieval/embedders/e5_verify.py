@@ -5,12 +5,12 @@ under BITRAG_HOME keyed by path, size, mtime and inode; any change to the file
 (a rewrite, a truncation, a touch) forces a fresh hash.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
 from retrieval.atomic import write_json
 from retrieval.errors import UserError
+from retrieval.hashing import sha256_of
 from retrieval.paths import bitrag_home
 
 FIX = "reinstall it: make setup"
@@ -18,14 +18,6 @@ FIX = "reinstall it: make setup"
 
 def cache_file() -> Path:
     return bitrag_home() / "cache" / "verified-files.json"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verified(path: Path, size: int, sha256: str) -> str:

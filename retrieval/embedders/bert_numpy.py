@@ -9,9 +9,9 @@ attention mask, L2 normalization. What differs per model is the loader:
 
 - all-MiniLM-L6-v2: the `tokenizers` tokenizer, truncated to sentence_bert_config.json's
   max_seq_length, and float32 model.safetensors;
-- multilingual-e5-small (the folder retrieval.e5_convert writes): the CompactUnigram
-  tokenizer (retrieval.e5_unigram, 512 tokens) and float32 layers; the 4-bit token table
-  stays packed and only the rows looked up are expanded, as retrieval.e5_module's
+- multilingual-e5-small (the folder retrieval.embedders.e5_convert writes): the CompactUnigram
+  tokenizer (retrieval.embedders.e5_unigram, 512 tokens) and float32 layers; the 4-bit token table
+  stays packed and only the rows looked up are expanded, as retrieval.embedders.e5_module's
   Q4Embedding does.
 
 Texts run in batches of similar length (sorted by token count, padded to the longest of
@@ -106,7 +106,7 @@ def load_minilm(path: Path) -> Bert:
 @lru_cache(maxsize=1)
 def load_e5(path: Path) -> Bert:
     """multilingual-e5-small's tokenizer and weights from a converted folder, once per process."""
-    from retrieval.e5_unigram import CompactUnigram
+    from retrieval.embedders.e5_unigram import CompactUnigram
 
     weights = load_file(path / "model.safetensors")  # float32 but for the Q4 token table
     words = partial(_q4_rows, weights.pop(f"{WORDS}.qs"), weights.pop(f"{WORDS}.scale"))
