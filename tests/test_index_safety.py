@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval import store
 from retrieval.errors import UserError
-from retrieval.store import Index
+from retrieval.store import Index, generations
 
 HNSW = "# Graphs\n\nHNSW graphs answer approximate nearest neighbour queries.\n"
 LORA = "# Adapters\n\nLoRA trains two small low-rank matrices per layer.\n"
@@ -94,9 +93,9 @@ def test_loaded_index_survives_the_next_ingest(tmp_path, run_json, monkeypatch):
     assert _numbered_generations(index) == ["gen-000002", "gen-000003"]
     assert sorted(p.name for p in index.glob("gen-*")) == ["gen-000002", "gen-000003"]
 
-    real = store._current_name
+    real = generations.current_name
     stale = iter(["gen-000001"])  # what a reader saw in CURRENT before the last two ingests
-    monkeypatch.setattr(store, "_current_name", lambda d: next(stale, None) or real(d))
+    monkeypatch.setattr(generations, "current_name", lambda d: next(stale, None) or real(d))
     assert Index.load(index).generation.name == "gen-000003"
 
 
