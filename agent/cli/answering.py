@@ -1,0 +1,96 @@
+"""The answering commands: `bitrag ask` (one question) and `bitrag chat` (a conversation)."""
+
+import signal
+import sys
+
+import click
+
+from agent.cli.common import INDEX_HELP, LLM_URL_HELP, MODEL_HELP, open_default, print_json
+from retrieval.errors import UserError
+from retrieval.tokenize import has_hangul, preload_kiwi
+
+SESSION_HELP = "Conversation name: follow-ups resolve against it, also after a restart."
+MCP_CONFIG_HELP = "mcp.json of MCP servers whose tools the agent may use "
+MCP_CONFIG_HELP += "(default: $BITRAG_HOME/mcp.json when it exists)."
+
+
+def _mcp_tools(mcp_config: str | None):
+    """The started MCP servers of mcp.json (None without one); a server that does not start is
+    named in one line on stderr and left out."""
+    from mcp_servers.client.config import config_path
+
+    if config_path(mcp_config) is None:
+        return None  # no servers: the mcp SDK is not even imported
+    from mcp_servers.client.toolbox import open_toolbox
+
+    return open_toolbox(mcp_config, lambda line: click.echo(line, err=True))
+
+
+@click.command()
+@click.argument("question")
+@click.option("--model", help=MODEL_HELP)
+@click.option("--llm-url", help=LLM_URL_HELP)
+@click.option("--index", help=INDEX_HELP)
+@click.option("--session", help=SESSION_HELP)
+@click.option("--mcp-config", help=MCP_CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ask(
+    question: str,
+    model: str | None,
+    llm_url: str | None,
+    index: str | None,
+    session: str | None,
+    mcp_config: str | None,
+    as_json: bool,
+) -> None:
+    """Answer QUESTION from the indexed documents, quoting and citing them."""
+    if has_hangul(question):
+        preload_kiwi()  # ~1.4 s of loading overlaps the imports below
+    from agent.assemble import make_agent
+    from agent.render import show_answer
+
+    if not question.strip():
+        raise UserError("the question is empty")
+    toolbox = _mcp_tools(mcp_config)
+    try:
+        tools = toolbox.tools if toolbox else []
+        agent = make_agent(open_default(index), model, llm_url, session, tools)
+        result = agent.ask(question, session or "default")
+    finally:
+        if toolbox:
+            toolbox.close()
+    if as_json:
+        print_json(result)
+        return
+    show_answer(result, click.echo)
+
+
+@click.command()
+@click.option("--model", help=MODEL_HELP)
+@click.option("--llm-url", help=LLM_URL_HELP)
+@click.option("--index", help=INDEX_HELP)
+@click.option("--session", help=SESSION_HELP)
+@click.option("--mcp-config", help=MCP_CONFIG_HELP)
+def chat(
+    model: str | None,
+    llm_url: str | None,
+    index: str | None,
+    session: str | None,
+    mcp_config: str | None,
+) -> None:
+    """Talk with your notes; answers stream, evidence follows (/help inside)."""
+    from agent.chat import Chat, run_chat
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops one answer
+
+    def write(text: str) -> None:
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+
+    toolbox = _mcp_tools(mcp_config)
+    try:
+        tools = toolbox.tools if toolbox else []
+        run_chat(Chat(open_default(index), model, llm_url, session, click.echo, tools), write)
+    finally:
+        if toolbox:
+            toolbox.close()

@@ -1,0 +1,38 @@
+"""`bitrag eval`: accuracy versus bit-width on your documents (the harness lives in eval/)."""
+
+from pathlib import Path
+
+import click
+
+from agent.cli.common import print_json
+
+
+@click.command("eval")
+@click.option("--source", help="GGUF file or registered name to requantize (default: embedded).")
+@click.option("--types", help="Comma-separated rungs (default: F16,Q8_0,Q6_K,...,Q2_K).")
+@click.option("--dataset", help="Questions in the qa.jsonl schema (default: data/eval/qa.jsonl).")
+@click.option("--index", help="Index the questions are about (default: the sample corpus).")
+@click.option(
+    "--split", type=click.Choice(["test", "dev", "all"]), default="test", show_default=True
+)
+@click.option("--limit", type=click.IntRange(1), help="Only the first N questions.")
+@click.option("--out", "out_dir", default="bitrag-eval", show_default=True, help="Output folder.")
+@click.option("--kld-tokens", default=2048, show_default=True, type=click.IntRange(8, 1 << 20),
+              help="Held-out tokens scored for divergence.")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json.")
+def eval_cmd(source, types, dataset, index, split, limit, out_dir, kld_tokens, as_json) -> None:
+    """Accuracy versus bit-width on your documents: report.md, results.json, a plot."""
+    from eval.ladder_run import Options, Progress, run_eval
+
+    opts = Options(source=source, split=split, limit=limit, out=Path(out_dir).expanduser(),
+                   kld_tokens=kld_tokens, index=Path(index).expanduser() if index else None)
+    if types is not None:
+        opts.types = [t.strip() for t in types.split(",") if t.strip()]
+    if dataset:
+        opts.dataset = Path(dataset).expanduser()
+    results = run_eval(opts, Progress())
+    if as_json:
+        print_json(results)
+        return
+    click.echo(results["recommendation"]["summary"])
+    click.echo(f"wrote {opts.out / 'report.md'}, results.json, accuracy_vs_bits.png")

@@ -1,0 +1,152 @@
+"""The model commands: `bitrag models` (list, add, install), `quantize`, `bench` and
+`serve-llm`."""
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from agent.cli.common import MODEL_HELP, check_port, print_json
+from retrieval.errors import UserError
+
+
+@click.group()
+def models() -> None:
+    """List, register and install GGUF models."""
+
+
+def _show_models(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        print_json({"models": rows})
+        return
+    for r in rows:
+        facts = (
+            f"{r['quant_type']:7} {r['bits_per_weight']:6.3f} bpw {r['bytes'] / 1e6:8.1f} MB"
+            if r["ok"]
+            else f"PROBLEM: {r['error']}"
+        )
+        langs = ",".join(r["languages"]) or "?"
+        click.echo(f"{r['name']:28} {r['origin']:10} {langs:6} {facts}  {r['path']}")
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_list(as_json: bool) -> None:
+    """Show the models bitrag knows, with size, type, bits per weight and languages."""
+    from agent.runtime.models import list_models
+
+    _show_models(list_models(), as_json)
+
+
+@models.command("add")
+@click.argument("path")
+@click.option("--name", help="Short name for --model (default: the file name).")
+@click.option("--languages", default="", help="Languages known to work, e.g. en,ko.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_add(path: str, name: str | None, languages: str, as_json: bool) -> None:
+    """Register your own GGUF file."""
+    from agent.runtime.models import add_model
+
+    langs = [x.strip() for x in languages.split(",") if x.strip()]
+    _show_models([add_model(Path(path), name, langs)], as_json)
+
+
+@models.command("install")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_install(name: str, as_json: bool) -> None:
+    """Download, verify and register an opt-in model pack (e.g. qwen2.5-coder-0.5b)."""
+    from agent.runtime.models import install_pack
+
+    _show_models([install_pack(name, lambda m: click.echo(m, err=True))], as_json)
+
+
+@click.command()
+@click.argument("src")
+@click.option("--types", required=True, help="Comma-separated types, e.g. Q8_0,Q4_K_M,Q2_K.")
+@click.option("--out", "out_dir", required=True, help="Output folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def quantize(src: str, types: str, out_dir: str, as_json: bool) -> None:
+    """Requantize a GGUF model into each of the given types (llama.cpp)."""
+    from eval.quantize import quantize as run_quantize
+
+    wanted = [t.strip() for t in types.split(",") if t.strip()]
+    if not wanted:
+        raise UserError("no quantization types given: pass --types Q8_0,Q4_K_M,...")
+
+    def show(message: str) -> None:
+        if not as_json:
+            click.echo(message, err=True)
+
+    result = run_quantize(Path(src).expanduser(), wanted, Path(out_dir).expanduser(), show)
+    if as_json:
+        print_json(result)
+        return
+    if result["ceiling_note"]:
+        click.echo(result["ceiling_note"])
+    for row in result["outputs"]:
+        click.echo(
+            f"{row['type']:8} {row['bits_per_weight']:6.3f} bpw {row['bytes']:>12} B  {row['path']}"
+        )
+
+
+@click.command()
+@click.option("--model", help=MODEL_HELP)
+@click.option("--runs", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def bench(model: str | None, runs: int, as_json: bool) -> None:
+    """Tokens/s through bitrag's stack vs raw llama-cpp-python, measured side by side."""
+    from eval.bench_llm import bench as run_bench
+
+    result = run_bench(model, runs)
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"model: {result['model']} ({result['threads']} threads, n_ctx {result['n_ctx']})")
+    for label, ours, raw, ratio in (
+        ("prompt tok/s", "prompt_tokens_per_s", "raw_prompt_tokens_per_s", "prompt_ratio"),
+        ("gen tok/s", "gen_tokens_per_s", "raw_gen_tokens_per_s", "gen_ratio"),
+    ):
+        click.echo(
+            f"{label:13} bitrag {result[ours]:8.1f}  raw {result[raw]:8.1f}  "
+            f"ratio {result[ratio]:.3f}"
+        )
+    click.echo(
+        f"RSS MB        bitrag {result['rss_mb']:8.1f}  raw {result['raw_rss_mb']:8.1f}  "
+        f"overhead {result['rss_overhead_mb']:.1f}"
+    )
+
+
+@click.command("serve-llm")
+@click.option("--model", help=MODEL_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--api-key", envvar="BITRAG_LLM_API_KEY", help="Bearer token clients must send.")
+def serve_llm(model: str | None, host: str, port: int, api_key: str | None) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (llama_cpp.server)."""
+    from agent.runtime.llm import N_CTX, SEED
+    from agent.runtime.model_file import checked_model
+    from retrieval.threads import threads
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        raise UserError(f"refusing to serve on {host} without --api-key (or BITRAG_LLM_API_KEY)")
+    check_port(host, port)
+    path = checked_model(model).path
+    settings = {
+        "model": str(path),
+        "host": host,
+        "port": port,
+        "n_ctx": N_CTX,
+        "seed": SEED,
+        "n_threads": threads(),
+    }  # the in-process model's settings
+    command = [sys.executable, "-m", "llama_cpp.server"]
+    for key, value in settings.items():
+        command += [f"--{key}", str(value)]
+    if api_key:
+        command += ["--api_key", api_key]
+    click.echo(f"serving {path.name} on http://{host}:{port}/v1 (Ctrl-C stops)", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)  # become the server: signals reach it, no orphan child
