@@ -18,10 +18,10 @@ from agent.evidence import TermWeights
 from agent.graph import Agent
 from agent.state import Context
 from eval import eval_cache
-from eval.bench_answers import cited_right, keyword_hit
-from eval.bench_answers import make_agent as bench_agent
 from eval.dataset import Question
 from eval.retrieval_metrics import hit_at, mrr_at, ndcg_at, recall_at
+from eval.scoring import cited_right, keyword_hit
+from eval.scoring import make_agent as bench_agent
 from retrieval.store import Hit, Index
 
 _WORD = re.compile(r"\w+", re.UNICODE)

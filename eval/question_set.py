@@ -10,8 +10,8 @@ line naming the file and line.
 import json
 from pathlib import Path
 
-from eval.bench_answers import ordered
 from eval.dataset import DOC_LANGS, LANGS, OPTIONAL, REQUIRED, SPLITS, TYPES, Question
+from eval.scoring import ordered
 from retrieval.errors import UserError
 
 _LISTS = ("keywords", "sources")

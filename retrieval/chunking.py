@@ -17,7 +17,7 @@ the section's path; for packed sections it is the path they share, and the span 
 the first packed section's heading line, so no title is lost. `indexed_text(chunk)` is
 what BM25 and the embedder see: the heading path, a newline, then the text.
 
-Sizes were chosen on the dev split with `python -m eval.tune_chunking` (MAX_CHARS 600/750/
+Sizes were chosen on the dev split with `python -m eval.bench.tune_chunking` (MAX_CHARS 600/750/
 900/1200 x FLOOR 150/300/600, BM25, MiniLM and e5, dense and hybrid): 900/300 gave the best
 BM25 and MiniLM-hybrid answer@5 (0.90, 0.91; 0.87, 0.88 before), e5 dense was flat within
 one or two questions across settings (0.77-0.81), so the size limit stayed at 900.

@@ -14,7 +14,7 @@ hit@5 below BM25 alone (e5, dev: RRF 0.80 against BM25's 0.97). Tuned on the dev
 (both embedders, both languages, all groups): with centring, weights 0.1-0.4 all keep
 hit@5 at or above the best single retriever everywhere, where weighted RRF (k 5-60) and
 uncentred scores did not; 0.3 gave e5 its best English MRR@10 (0.95) and Korean within
-0.003 of its best (0.94, against BM25's 0.82). Without centring (eval/tune_chunking
+0.003 of its best (0.94, against BM25's 0.82). Without centring (eval/bench/tune_chunking.py
 feeds raw cosines) the same fusion still lowers e5's Korean dev hit@5 to 0.91.
 
 A query in a language the embedder cannot read (MiniLM and Korean) is ranked by BM25

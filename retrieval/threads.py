@@ -1,6 +1,6 @@
 """How many threads llama.cpp and torch may use: BITRAG_THREADS, else the cores idle now.
 
-Measured on this 2-core machine (eval/bench_threads.py, SmolLM2-135M): idle, 2
+Measured on this 2-core machine (eval/bench/threads.py, SmolLM2-135M): idle, 2
 threads gave 327 prompt / 109 generated tokens/s against 174 / 52 with 1; with
 two CPU-bound processes beside it, 2 threads fell to 55 / 23 while 1 thread kept
 110 / 42. llama.cpp's threads wait for each other, so a thread that gets no

@@ -83,3 +83,13 @@ def test_nothing_imports_tests(package: str) -> None:
 def test_the_runtime_does_not_import_the_graph() -> None:
     graph_side = {f"agent.{p.stem}" for p in (ROOT / "agent").glob("*.py")} | {"agent.cli"}
     assert _offenders("agent/runtime", graph_side, exact={"agent"}) == []
+
+
+def test_the_eval_harness_does_not_import_its_benchmarks() -> None:
+    harness = [p for p in _modules("eval") if "bench" not in p.relative_to(ROOT / "eval").parts]
+    assert [
+        f"{p.relative_to(ROOT)} imports {name}"
+        for p in harness
+        for name in sorted(_imported(p))
+        if name == "eval.bench" or name.startswith("eval.bench.")
+    ] == []

@@ -97,7 +97,7 @@ def quantize(src: str, types: str, out_dir: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def bench(model: str | None, runs: int, as_json: bool) -> None:
     """Tokens/s through bitrag's stack vs raw llama-cpp-python, measured side by side."""
-    from eval.bench_llm import bench as run_bench
+    from eval.bench.llm import bench as run_bench
 
     result = run_bench(model, runs)
     if as_json:

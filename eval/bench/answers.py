@@ -1,6 +1,6 @@
 """Answer benchmark: the agent graph over data/eval/qa.jsonl, per language and per type.
 
-    python -m eval.bench_answers [--split test|dev|all] [--rows evidence,embedded,qwen]
+    python -m eval.bench.answers [--split test|dev|all] [--rows evidence,embedded,qwen]
                                  [--limit N] [--out DIR]
 
 Rows: "evidence" (no LLM: the best quote is the answer, the floor a model must
@@ -18,46 +18,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from agent.evidence import TermWeights
 from agent.graph import Agent
-from agent.state import Context
 from agent.verify import has_repeat
 from eval.dataset import Question, load_questions
+from eval.scoring import ROWS, cited_right, keyword_hit, make_agent, ordered
 from retrieval.paths import SAMPLE_CORPUS, bitrag_home
-from retrieval.store import Index, open_index
-
-ROWS = ("evidence", "embedded", "qwen")
-
-
-def keyword_hit(answer: str, question: Question) -> bool:
-    text = answer.lower()
-    return all(any(alt.lower() in text for alt in group) for group in question.keywords)
-
-
-def cited_right(result: dict, question: Question) -> list[bool]:
-    return [Path(c["source"]).name in question.sources for c in result["citations"]]
-
-
-def _no_model():
-    raise RuntimeError("the evidence-only row has no model")
-
-
-def make_agent(row: str, index: Index) -> Agent | None:
-    from agent.assemble import make_agent as assemble
-    from agent.assemble import session_store
-    from agent.tools import local_tools
-
-    weights = TermWeights(index.bm25)
-    if row == "evidence":
-        context = Context(index, _no_model, weights, frozenset(), tools=local_tools())
-        return Agent(context, session_store(None))
-    if row == "qwen":
-        from agent.runtime.registry import path_of
-
-        if path_of("qwen2.5-coder-0.5b") is None:
-            return None
-        return assemble(index, "qwen2.5-coder-0.5b", None, None)
-    return assemble(index, None, None, None)
+from retrieval.store import open_index
 
 
 def run_row(agent: Agent, questions: list[Question]) -> list[dict]:
@@ -72,19 +38,6 @@ def run_row(agent: Agent, questions: list[Question]) -> list[dict]:
         result = agent.ask(q.question, session)
         records.append({"question": q, "result": result, "seconds": time.perf_counter() - start})
     return records
-
-
-def ordered(questions: list[Question]) -> list[Question]:
-    """Each follow-up right after the question it follows."""
-    children: dict[str, list[Question]] = {}
-    for q in questions:
-        if q.follows:
-            children.setdefault(q.follows, []).append(q)
-    out: list[Question] = []
-    for q in questions:
-        if not q.follows:
-            out += [q, *children.get(q.id, [])]
-    return out
 
 
 def _hit(record: dict) -> bool:

@@ -1,7 +1,7 @@
 """Kill -9 at random points during `bitrag ingest`: no generation may be lost, and the resumed
 ingest may re-embed only the files the killed one had not finished.
 
-    python -m eval.bench_kill [--runs 20] [--files 80] [--per-file 2] [--seed 0]
+    python -m eval.bench.kill [--runs 20] [--files 80] [--per-file 2] [--seed 0]
 
 Each run writes a synthetic notes folder (eval.synthetic) into a temporary directory. Odd runs
 first index a quarter of its files completely (the previous generation), then add the rest and

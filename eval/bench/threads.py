@@ -1,6 +1,6 @@
 """llama.cpp thread counts on an idle and on a busy machine, measured side by side.
 
-    python -m eval.bench_threads [--model GGUF] [--runs 2] [--busy 2]
+    python -m eval.bench.threads [--model GGUF] [--runs 2] [--busy 2]
 
 For each thread count (1 .. cores) and each machine state (idle, and with `--busy`
 CPU-bound processes spinning beside it), one model instance per thread count

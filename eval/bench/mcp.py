@@ -1,6 +1,6 @@
 """Load benchmark of the retrieval MCP server over streamable HTTP, against in-process search.
 
-    python -m eval.bench_mcp [--n 1000] [--concurrency 16] [--retriever hybrid] [--index DIR]
+    python -m eval.bench.mcp [--n 1000] [--concurrency 16] [--retriever hybrid] [--index DIR]
 
 Starts `bitrag mcp serve retrieval --transport http` on 127.0.0.1 (a free port), sends N `search`
 calls from `concurrency` concurrent MCP sessions (official `mcp` SDK client), and counts errors

@@ -1,6 +1,6 @@
 """Retrieval benchmark: quality on the sample question set, and speed at 1k/10k/100k chunks.
 
-    python -m eval.bench_retrieval [--sizes 1000,10000,100000|none] [--real-limit 10000]
+    python -m eval.bench.retrieval [--sizes 1000,10000,100000|none] [--real-limit 10000]
                                    [--queries 200] [--split all|dev|test|dev,test]
                                    [--embedder minilm|e5|PATH] [--out DIR]
 

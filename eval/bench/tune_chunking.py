@@ -1,6 +1,6 @@
 """Choose chunk sizes on the dev split: BM25, dense and hybrid quality per chunking setting.
 
-    python -m eval.tune_chunking [--max 600,900,1200] [--floor 150,300,600]
+    python -m eval.bench.tune_chunking [--max 600,900,1200] [--floor 150,300,600]
                                  [--embedders minilm,e5] [--split dev] [--out FILE]
 
 For every (MAX_CHARS, FLOOR) pair the sample corpus is chunked in memory and ranked with
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_retrieval import answer_at
+from eval.bench.retrieval import answer_at
 from eval.dataset import load_questions
 from eval.retrieval_metrics import hit_at, mrr_at
 from retrieval import chunking, hybrid

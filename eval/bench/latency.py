@@ -1,6 +1,6 @@
 """Answer latency as a user feels it: a cold one-shot `bitrag ask` and a warm chat turn.
 
-    python -m eval.bench_latency [--split test|dev] [--limit N] [--out DIR]
+    python -m eval.bench.latency [--split test|dev] [--limit N] [--out DIR]
 
 Cold: each question runs as a fresh `bitrag ask` process (imports, index, models and
 all), timed from start to exit. Warm: one agent in this process, as `bitrag chat` holds

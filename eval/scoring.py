@@ -1,0 +1,57 @@
+"""How an answer is scored and which agents the answer measurements compare: keyword hit and
+citation checks, follow-ups ordered after their parent, and the rows (evidence-only, the
+embedded model, the Qwen pack). Shared by `bitrag eval` and eval/bench/answers.py."""
+
+from pathlib import Path
+
+from agent.evidence import TermWeights
+from agent.graph import Agent
+from agent.state import Context
+from eval.dataset import Question
+from retrieval.store import Index
+
+ROWS = ("evidence", "embedded", "qwen")
+
+
+def keyword_hit(answer: str, question: Question) -> bool:
+    text = answer.lower()
+    return all(any(alt.lower() in text for alt in group) for group in question.keywords)
+
+
+def cited_right(result: dict, question: Question) -> list[bool]:
+    return [Path(c["source"]).name in question.sources for c in result["citations"]]
+
+
+def _no_model():
+    raise RuntimeError("the evidence-only row has no model")
+
+
+def make_agent(row: str, index: Index) -> Agent | None:
+    from agent.assemble import make_agent as assemble
+    from agent.assemble import session_store
+    from agent.tools import local_tools
+
+    weights = TermWeights(index.bm25)
+    if row == "evidence":
+        context = Context(index, _no_model, weights, frozenset(), tools=local_tools())
+        return Agent(context, session_store(None))
+    if row == "qwen":
+        from agent.runtime.registry import path_of
+
+        if path_of("qwen2.5-coder-0.5b") is None:
+            return None
+        return assemble(index, "qwen2.5-coder-0.5b", None, None)
+    return assemble(index, None, None, None)
+
+
+def ordered(questions: list[Question]) -> list[Question]:
+    """Each follow-up right after the question it follows."""
+    children: dict[str, list[Question]] = {}
+    for q in questions:
+        if q.follows:
+            children.setdefault(q.follows, []).append(q)
+    out: list[Question] = []
+    for q in questions:
+        if not q.follows:
+            out += [q, *children.get(q.id, [])]
+    return out
