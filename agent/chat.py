@@ -95,7 +95,7 @@ class Chat:
             self.echo("no sources yet")
             return
         for n, item in enumerate(self.last["evidence"], 1):
-            self.echo(f"[{n}] {item['source']} ({item['chunk_id']})")
+            self.echo(f"[{n}] {item.get('where') or item['chunk_id']}")
 
 
 def _history_file() -> Path:

@@ -18,6 +18,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from agent import nodes, semantic
+from agent.render import label_sources
 from agent.state import Context, State
 
 Grade = Literal["generate", "quote_unreadable", "rewrite", "abstain"]
@@ -108,7 +109,7 @@ class Agent:
                 state |= update or {}
             last = now
         timings["total_s"] = time.perf_counter() - begin
-        return result(state, timings)
+        return label_sources(result(state, timings), self.context.index.root)
 
 
 def result(state: State, timings: dict[str, float]) -> dict:

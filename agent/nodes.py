@@ -9,6 +9,7 @@ from langgraph.runtime import Runtime
 
 from agent import evidence as ev
 from agent import followup, prompts, routing, semantic, toolcall
+from agent.render import where
 from agent.runtime.context import fit
 from agent.state import Context, State
 from agent.verify import enough, finished, verify
@@ -165,14 +166,15 @@ def quote_unreadable(state: State) -> State:
     return quote(state, note)
 
 
-def abstain(state: State) -> State:
+def abstain(state: State, runtime: Runtime[Context]) -> State:
     searched = " | ".join(f'"{q}"' for q in state["searched"])
     answer = f"The notes do not answer this. Searched for {searched}."
     if state["unknown"]:
         answer += f" The notes never mention {', '.join(state['unknown'])}."
     if state["hits"]:
         closest = state["hits"][0].chunk
-        answer += f" Closest source: {closest.source} ({closest.chunk_id})."
+        shown = where(closest.chunk_id, closest.source, runtime.context.index.root)
+        answer += f" Closest source: {shown}."
     return {"answer": answer, "mode": "abstained", "citations": [], "evidence": []}
 
 

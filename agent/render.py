@@ -1,6 +1,7 @@
 """How an answer reads on a terminal: the answer, how it was made, and its evidence."""
 
 from collections.abc import Callable
+from pathlib import Path
 
 MODE_LABELS = {
     "generated": "",
@@ -19,7 +20,26 @@ def show_answer(result: dict, echo: Callable[[str], None], answer_shown: bool = 
         echo(f"note: {result['note']}")
     for n, item in enumerate(result["evidence"], 1):
         echo(f'[{n}] "{item["quote"]}"')
-        echo(f"    {item['source']} ({item['chunk_id']})")
+        echo(f"    {item.get('where') or item['chunk_id']}")
     if tool := result.get("tool"):
         where = f" [MCP server {tool['server']}]" if tool.get("server") else ""
         echo(f"tool: {tool['name']}({tool['args']}){where} -> {tool['output']}")
+
+
+def where(chunk_id: str, source: str, root: Path | None) -> str:
+    """`chunk_id` as a reader wants it: the source relative to the indexed root, or to ~, or
+    whole, whichever is shortest, then `#chunk`, once."""
+    suffix = chunk_id[len(source) :] if chunk_id.startswith(source) else ""
+    path = Path(source)
+    shown = [source]
+    for base, prefix in ((root, ""), (Path.home(), "~/")):
+        if base is not None and base != Path(base.anchor) and path.is_relative_to(base):
+            shown.append(prefix + str(path.relative_to(base)))
+    return min(shown, key=len) + suffix
+
+
+def label_sources(result: dict, root: Path | None) -> dict:
+    """Add `where` (the short label above) to every evidence item and citation of `result`."""
+    for item in [*result["evidence"], *result["citations"]]:
+        item["where"] = where(item["chunk_id"], item["source"], root)
+    return result

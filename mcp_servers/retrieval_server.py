@@ -88,7 +88,7 @@ def build_retrieval_server(service: RetrievalService) -> FastMCP:
         """A prompt holding the top chunks for a question, asking for an answer citing them."""
         rows = service.search(question, min(max(k, 1), MAX_K))["results"]
         notes = "\n\n".join(
-            f"[{n}] ({row['source']} · {row['chunk_id']})\n{row['text']}"
+            f"[{n}] ({row['chunk_id']})\n{row['text']}"
             for n, row in enumerate(rows, 1)
         )
         return CITATION_PROMPT.format(question=question, notes=notes or "(no matching notes)")

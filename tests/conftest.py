@@ -72,3 +72,36 @@ def home_with_sample_index(home: Path, sample_index: Path) -> Path:
     """A BITRAG_HOME whose default index already holds the sample corpus."""
     shutil.copytree(sample_index, home / "index")
     return home
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mcp")
+
+
+@pytest.fixture(scope="module")
+def small_index(workdir: Path, request: pytest.FixtureRequest) -> Path:
+    """The sample documents the module names in DOCS, indexed once for it (real loaders, BM25,
+    MiniLM, FAISS)."""
+    corpus = workdir / "corpus"
+    corpus.mkdir()
+    for name in request.module.DOCS:
+        shutil.copy(SAMPLE_CORPUS / name, corpus / name)
+    directory = workdir / "index"
+    ingest([corpus], directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def file_root(workdir: Path) -> Path:
+    """A root folder with a note, a nested note, a binary file and links that stay or leave."""
+    root = workdir / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "note.txt").write_text("bitrag keeps notes offline.\n", encoding="utf-8")
+    (root / "sub" / "deep.md").write_text("# Deep\n4-bit weights.\n", encoding="utf-8")
+    (root / "blob.bin").write_bytes(b"\x00\x01\x02binary")
+    secret = workdir / "secret.txt"
+    secret.write_text("outside the root\n", encoding="utf-8")
+    (root / "escape.txt").symlink_to(secret)
+    (root / "inside-link.txt").symlink_to(root / "note.txt")
+    return root

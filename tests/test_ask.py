@@ -53,3 +53,31 @@ def test_ctrl_c_ends_a_cold_ask_by_the_signal_itself(home_with_sample_index):
     finally:
         ask.kill()
         ask.wait()
+
+
+def test_evidence_lines_name_each_source_once_relative_to_the_notes(tmp_path, run, run_json):
+    notes, index = tmp_path / "notes", tmp_path / "idx"
+    (notes / "formats").mkdir(parents=True)
+    (notes / "formats" / "bf16.md").write_text(
+        "# bfloat16\n\nbfloat16 has 1 sign bit, 8 exponent bits and 7 mantissa bits.\n"
+    )
+    (notes / "gguf.md").write_text("# GGUF\n\nA GGUF file starts with the magic number GGUF.\n")
+    run_json("ingest", str(notes), "--index", str(index))
+    result = run("ask", "How many mantissa bits does bfloat16 have?", "--index", str(index))
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines() if line.startswith("    ")]
+    assert lines and all(line.startswith("formats/bf16.md#") for line in lines), result.stdout
+    assert str(notes) not in result.stdout
+    answer = run_json("ask", "How many mantissa bits does bfloat16 have?", "--index", str(index))
+    assert {e["where"] for e in answer["evidence"]} <= {"formats/bf16.md#0", "formats/bf16.md#1"}
+    assert answer["evidence"][0]["source"] == str((notes / "formats" / "bf16.md").resolve())
+
+
+def test_a_source_outside_the_indexed_root_is_shown_under_home(tmp_path, monkeypatch):
+    from agent.render import where
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    source = str(tmp_path / "notes" / "a.md")
+    assert where(source + "#3", source, None) == "~/notes/a.md#3"
+    assert where(source + "#3", source, tmp_path / "notes") == "a.md#3"
+    assert where("/srv/x.md#0", "/srv/x.md", Path("/")) == "/srv/x.md#0"

@@ -14,6 +14,7 @@ from agent.cli import cli
 ROOT = Path(__file__).resolve().parent.parent
 HELP_SNAPSHOT = Path(__file__).parent / "snapshots" / "cli_help.txt"
 PACKAGES = ("agent", "retrieval", "eval", "mcp_servers")
+MAX_LINES = 400
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -93,3 +94,13 @@ def test_the_eval_harness_does_not_import_its_benchmarks() -> None:
         for name in sorted(_imported(p))
         if name == "eval.bench" or name.startswith("eval.bench.")
     ] == []
+
+
+@pytest.mark.parametrize("package", [*PACKAGES, "tests"])
+def test_no_module_is_over_the_line_limit(package: str) -> None:
+    long = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for path in _modules(package)
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    ]
+    assert long == []

@@ -2,6 +2,7 @@
 scoped to the language a query names. Its parts load lazily, on first use; a part that
 fails to read becomes the one-line hint of retrieval.store.generations."""
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,6 +44,12 @@ class Index:
     @property
     def docs(self) -> dict[str, str]:
         return self.manifest["documents"]
+
+    @cached_property
+    def root(self) -> Path | None:
+        """The deepest folder holding every indexed document (None for an empty index)."""
+        folders = [str(Path(source).parent) for source in self.docs]
+        return Path(os.path.commonpath(folders)) if folders else None
 
     @classmethod
     def load(cls, directory: Path) -> "Index":
