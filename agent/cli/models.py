@@ -56,7 +56,7 @@ def models_add(path: str, name: str | None, languages: str, as_json: bool) -> No
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models_install(name: str, as_json: bool) -> None:
-    """Download, verify and register an opt-in model pack (e.g. qwen2.5-coder-0.5b)."""
+    """Download, verify and register an opt-in model pack (qwen2.5-coder-0.5b or -1.5b)."""
     from agent.runtime.models import install_pack
 
     _show_models([install_pack(name, lambda m: click.echo(m, err=True))], as_json)
