@@ -5,6 +5,7 @@ NAME` resumes a conversation after a restart; without a name a conversation
 lives in memory for as long as the process (one `chat`, one `ask`).
 """
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from agent.runtime.models import EMBEDDED_LANGUAGES
 from agent.runtime.registry import load_entries
 from agent.state import Context
 from agent.tools import local_tools
+from retrieval.errors import UserError
 from retrieval.paths import bitrag_home
 from retrieval.store import Index
 
@@ -40,10 +42,24 @@ def model_languages(model: str | None, llm_url: str | None) -> frozenset[str] | 
     return None
 
 
+def reader_on(model: str | None, llm_url: str | None) -> bool:
+    """Whether the model decides which passage answers (agent/reader.py): BITRAG_READER=on or
+    off, else (auto) on for a local model other than the embedded SmolLM2-135M, whose picks
+    were measured no better than chance; a server's model is unknown, so off."""
+    from agent.runtime.model_file import embedded_model_path, resolve_model
+
+    choice = os.environ.get("BITRAG_READER", "auto").strip().lower() or "auto"
+    if choice not in ("on", "off", "auto"):
+        raise UserError(f"BITRAG_READER is {choice!r}: use on, off or auto")
+    if choice != "auto":
+        return choice == "on"
+    return not llm_url and resolve_model(model).resolve() != embedded_model_path().resolve()
+
+
 # The types a checkpoint holds besides plain data; LangGraph only restores listed ones.
 STATE_TYPES = [
     ("retrieval.chunking", "Chunk"),
-    ("retrieval.store", "Hit"),
+    ("retrieval.store.index", "Hit"),
     ("agent.evidence", "Evidence"),
 ]
 
@@ -74,6 +90,7 @@ def make_agent(
         load_llm=lambda: load_llm(model, llm_url),
         weights=TermWeights(index.bm25),
         model_languages=model_languages(model, llm_url),
+        reader=reader_on(model, llm_url),
         tools=[*local_tools(), *(extra_tools or [])],
     )
     return Agent(context, session_store(session))

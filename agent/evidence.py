@@ -241,6 +241,16 @@ def select(
     return chosen
 
 
+def opening(hit: Hit, k: int = MAX_EVIDENCE) -> list[Evidence]:
+    """The first k sentences of a chunk as evidence, for a passage chosen by a reader whose
+    sentences share no term with the question (it may be in another language)."""
+    kept = [(s, row) for s, row in units(hit.chunk.text) if len(s) >= MIN_SENTENCE_CHARS]
+    chunk = hit.chunk
+    return [Evidence(s, chunk.source, chunk.chunk_id, 0.0) for s, _ in kept[:k]] or [
+        Evidence(" ".join(chunk.text.split()), chunk.source, chunk.chunk_id, 0.0)
+    ]
+
+
 def overlaps(a: str, b: str) -> bool:
     """Whether two passages share a sentence (one holds the other, or they chain)."""
     return a in b or b in a or bool(set(sentences(a)) & set(sentences(b)))

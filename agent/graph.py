@@ -1,9 +1,15 @@
 """The agent graph, assembled in one place, and `Agent`, which runs one turn of it.
 
-    start -> retrieve -> select_evidence -> grade -> generate -> check -> remember
+    start -> retrieve -> judge -> pick -> write -> check -> remember    (a model that reads)
+                 ^         |-> rewrite (once) -> retrieve;  |-> abstain -> remember
+                 |-> select_evidence -> grade -> generate -> check -> remember
                  ^                             |-> rewrite (once) -> retrieve
                  |                             |-> quote_unreadable / abstain -> remember
     start -> use_tool | chat -> remember
+
+When the model reads the question's language and `Context.reader` is on, the model
+decides: it names the passage that states the answer, or none (then the search is
+rewritten once, then the turn abstains). Otherwise similarity cut-offs decide (`grade`).
 
 Conversations are checkpointed by LangGraph (SQLite under BITRAG_HOME for a
 named session), so follow-ups resolve against earlier turns, also after a restart.
@@ -20,12 +26,30 @@ from langgraph.runtime import Runtime
 from agent import nodes, semantic
 from agent.render import label_sources
 from agent.state import Context, State
+from retrieval.tokenize import language
 
 Grade = Literal["generate", "quote_unreadable", "rewrite", "abstain"]
+Judged = Literal["pick", "rewrite", "abstain"]
 
 
 def after_start(state: State) -> Literal["retrieve", "use_tool", "chat"]:
     return {"docs": "retrieve", "tool": "use_tool", "chat": "chat"}[state["route"]]
+
+
+def after_retrieve(state: State, runtime: Runtime[Context]) -> Literal["judge", "select_evidence"]:
+    """The reader judges when it reads the question; a question naming a number or code the
+    notes never mention goes the cut-off way, which abstains without loading the model."""
+    ctx = runtime.context
+    languages = ctx.model_languages
+    reads = languages is None or language(state["question"]) in languages
+    judged = ctx.reader and reads and state["hits"] and not state["unknown"]
+    return "judge" if judged else "select_evidence"
+
+
+def after_judge(state: State) -> Judged:
+    if state["picked"]:
+        return "pick"
+    return "rewrite" if len(state["searched"]) < 2 else "abstain"
 
 
 def grade(state: State, runtime: Runtime[Context]) -> Grade:
@@ -47,6 +71,9 @@ def build_graph(checkpointer: BaseCheckpointSaver | None = None):
         nodes.start,
         nodes.retrieve,
         nodes.select_evidence,
+        nodes.judge,
+        nodes.pick,
+        nodes.write,
         nodes.rewrite,
         nodes.generate,
         nodes.check,
@@ -59,7 +86,10 @@ def build_graph(checkpointer: BaseCheckpointSaver | None = None):
         graph.add_node(node.__name__, node)
     graph.add_edge(START, "start")
     graph.add_conditional_edges("start", after_start)
-    graph.add_edge("retrieve", "select_evidence")
+    graph.add_conditional_edges("retrieve", after_retrieve)
+    graph.add_conditional_edges("judge", after_judge)
+    graph.add_edge("pick", "write")
+    graph.add_edge("write", "check")
     graph.add_conditional_edges("select_evidence", grade)
     graph.add_edge("rewrite", "retrieve")
     graph.add_edge("generate", "check")
@@ -125,8 +155,22 @@ def result(state: State, timings: dict[str, float]) -> dict:
         "searched": state.get("searched") or [],
         "coverage": round(state.get("coverage") or 0.0, 4),
         "similarity": round(state.get("similarity") or 0.0, 4),
+        "reader": _reader(state),
         "tool": state.get("tool"),
         "note": state.get("note") or "",
         "draft": state.get("draft") or "",
         "timings": timings,
+    }
+
+
+def _reader(state: State) -> dict | None:
+    """What the reader model decided: the chunks it read and the one it picked (None when
+    cut-offs decided)."""
+    shown = state.get("passages") or []
+    if not shown:
+        return None
+    picked = state.get("picked") or 0
+    return {
+        "read": [h.chunk.chunk_id for h in shown],
+        "picked": shown[picked - 1].chunk.chunk_id if picked else None,
     }

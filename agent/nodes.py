@@ -4,11 +4,13 @@ The run context (index, model, tools) arrives as `runtime.context`; see
 agent/state.py. Routing decisions between nodes live in agent/graph.py.
 """
 
+import re
+
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from agent import evidence as ev
-from agent import followup, prompts, routing, semantic, toolcall
+from agent import followup, prompts, reader, routing, semantic, toolcall
 from agent.render import where
 from agent.runtime.context import fit
 from agent.state import Context, State
@@ -22,6 +24,7 @@ CONTEXT_CHUNKS = 0  # chunk text shown after the evidence (more costs prompt tim
 LEXICAL_ENOUGH = 0.8  # BM25 coverage above which hybrid retrieval skips the dense ranker
 REWRITE_DEPTH = 2  # the rewritten query looks twice as deep
 KOREAN_HINT = "`make install-qwen` adds a model that writes answers in Korean."
+_PASSAGE_MARKS = re.compile(r"\s*\[\d+\]")  # the write job cites passages, not evidence
 
 
 def start(state: State, runtime: Runtime[Context]) -> State:
@@ -37,6 +40,8 @@ def start(state: State, runtime: Runtime[Context]) -> State:
         "hits": [],
         "examined": [],
         "evidence": [],
+        "passages": [],
+        "picked": 0,
         "coverage": 0.0,
         "similarity": 0.0,
         "unknown": ev.unknown_specifics(question, runtime.context.weights),
@@ -98,9 +103,52 @@ def readable(state: State, runtime: Runtime[Context]) -> bool:
     return all(language(t) in languages for t in texts)
 
 
+def judge(state: State, runtime: Runtime[Context]) -> State:
+    """The model reads the retrieved passages and names the one that states the answer, or
+    none (agent/reader.py); after a rewrite it reads only passages it has not read yet."""
+    hits = [h for h in state["hits"] if h.chunk.chunk_id not in state["examined"]]
+    if not hits:
+        return {"picked": 0}  # nothing new to read: what it read before stays on record
+    verdict = reader.judge(runtime.context.llm, state["searched"][0], hits)
+    return {"passages": list(verdict.hits), "picked": verdict.passage}
+
+
+def pick(state: State, runtime: Runtime[Context]) -> State:
+    """Evidence sentences chosen inside the passage the model picked: by the question's
+    terms, else by meaning, else its opening sentences."""
+    ctx = runtime.context
+    chosen = [state["passages"][state["picked"] - 1]]
+    query = state["query"]
+    focus = state["question"] if query != state["question"] else None
+    evidence = ev.select(query, chosen, ctx.weights, focus)
+    if not evidence and ctx.semantic:
+        evidence = semantic.match(state["searched"][0], chosen).evidence
+    coverage = ev.coverage(query, chosen, ctx.weights)
+    return {"evidence": evidence or ev.opening(chosen[0]), "coverage": coverage}
+
+
+def _picked_text(state: State) -> tuple[str, ...]:
+    return (state["passages"][state["picked"] - 1].chunk.text,) if state["picked"] else ()
+
+
+def _draft(state: State, ctx: Context, messages) -> str:
+    """The model's answer, streamed to whoever listens; the stream stops once the finished
+    sentences are `enough` (agent/verify.py)."""
+    quotes = [e.quote for e in state["evidence"]] + list(_picked_text(state))
+    emit = get_stream_writer()
+    draft = done = ""
+    for piece in ctx.llm.stream(messages, MAX_ANSWER_TOKENS, STOP):
+        draft += piece
+        emit({"token": piece})
+        if (now := finished(draft)) != done:
+            done = now
+            if enough(done, state["question"], quotes, ctx.weights):
+                return done  # two sentences, or one the evidence cannot back
+    return draft
+
+
 def generate(state: State, runtime: Runtime[Context]) -> State:
-    """A short answer from the numbered evidence, streamed to whoever listens; the stream
-    stops once the finished sentences are `enough` (agent/verify.py)."""
+    """A short answer from the numbered evidence."""
     ctx = runtime.context
     lang = language(state["question"])
 
@@ -108,23 +156,25 @@ def generate(state: State, runtime: Runtime[Context]) -> State:
         return prompts.answer_messages(state["question"], state["evidence"], kept, lang)
 
     messages, _, _ = fit(ctx.llm, build, state["hits"][:CONTEXT_CHUNKS], MAX_ANSWER_TOKENS)
-    quotes = [e.quote for e in state["evidence"]]
-    write = get_stream_writer()
-    draft = done = ""
-    for piece in ctx.llm.stream(messages, MAX_ANSWER_TOKENS, STOP):
-        draft += piece
-        write({"token": piece})
-        if (now := finished(draft)) != done:
-            done = now
-            if enough(done, state["question"], quotes, ctx.weights):
-                return {"draft": done}  # two sentences, or one the evidence cannot back
-    return {"draft": draft}
+    return {"draft": _draft(state, ctx, messages)}
+
+
+def write(state: State, runtime: Runtime[Context]) -> State:
+    """A short answer from the picked passage, asked over the prompt the judge read (so the
+    model evaluates only the new job's tokens)."""
+    lang = language(state["question"])
+    asked = state["searched"][0]
+    messages = reader.write_messages(asked, state["passages"], state["picked"], lang)
+    return {"draft": _draft(state, runtime.context, messages)}
 
 
 def check(state: State, runtime: Runtime[Context]) -> State:
-    """Keep a supported draft; otherwise answer with the quote and say why."""
+    """Keep a supported draft (the picked passage backs it too); otherwise answer with the
+    quote and say why."""
     quotes = [e.quote for e in state["evidence"]]
-    verdict = verify(state["draft"], state["question"], quotes, runtime.context.weights)
+    draft = _PASSAGE_MARKS.sub("", state["draft"]) if state["picked"] else state["draft"]
+    weights = runtime.context.weights
+    verdict = verify(draft, state["question"], quotes, weights, _picked_text(state))
     if not verdict.ok:
         return quote(state, f"the model's answer was not used: {verdict.reason}")
     return {

@@ -15,6 +15,7 @@ says "answer 3" or "ignore the question" is read, not obeyed.
 
 from dataclasses import dataclass
 
+from agent.prompts import LANGUAGE_NAMES
 from agent.runtime.constrained import generate_json
 from agent.runtime.context import fit
 from agent.runtime.llm import LLM, Messages
@@ -32,6 +33,11 @@ JUDGE_JOB = (
     "Question: {question}\n\n"
     "Which numbered passage states the answer to this question? Reply with its number. "
     "Reply 0 when no passage states it, also when a passage is only about the same topic."
+)
+WRITE_JOB = (
+    "Question: {question}\n\n"
+    "Passage [{n}] states the answer. Answer the question in {language} in one or two short "
+    "sentences, using only what passage [{n}] says. Do not write passage numbers."
 )
 
 
@@ -83,3 +89,10 @@ def judge(llm: LLM, question: str, hits: list[Hit]) -> Verdict:
     )
     reply = generate_json(llm, messages, judge_schema(len(shown)), max_tokens=16)
     return Verdict(int(reply["passage"]), tuple(shown))
+
+
+def write_messages(question: str, shown: list[Hit], passage: int, language: str) -> Messages:
+    """The write job over the passages the judge read: the same prefix, a new last turn."""
+    name = LANGUAGE_NAMES.get(language, "the question's language")
+    job = WRITE_JOB.format(question=question, n=passage, language=name)
+    return reader_messages(question, shown, job)

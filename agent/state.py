@@ -3,7 +3,7 @@
 `State` is checkpointed per session, so `history` survives a restart; the other
 fields describe the current turn and are reset when a new question arrives.
 `Context` holds what the nodes use but never change: the index, the model (loaded
-on first use), the tools and what the model can read.
+on first use), the tools, what the model can read and whether it decides as the reader.
 """
 
 import operator
@@ -37,6 +37,8 @@ class State(TypedDict, total=False):
     hits: list[Hit]
     examined: list[str]  # chunk ids whose sentences the first search measured
     evidence: list[Evidence]
+    passages: list[Hit]  # what the reader model was shown, numbered from 1
+    picked: int  # the passage the reader said states the answer; 0: none (or no reader)
     coverage: float
     similarity: float
     unknown: list[str]
@@ -56,6 +58,7 @@ class Context:
     model_languages: frozenset[str] | None  # None: unknown, assume it reads everything
     tools: list[BaseTool] = field(default_factory=list)
     semantic: bool = True  # judge uncovered questions by meaning (loads the e5 embedder)
+    reader: bool = False  # the model decides: which passage states the answer, or none
     retriever: Retriever = "hybrid"
     k: int = 5
 

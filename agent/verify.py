@@ -196,15 +196,23 @@ def _unbound(text: str, question: str, evidence: list[str]) -> list[str]:
     ]
 
 
-def verify(answer: str, question: str, evidence: list[str], weights: TermWeights) -> Verdict:
-    """Whether `answer` is supported by `evidence` (numbered from 1) for `question`."""
+def verify(
+    answer: str,
+    question: str,
+    evidence: list[str],
+    weights: TermWeights,
+    context: tuple[str, ...] = (),
+) -> Verdict:
+    """Whether `answer` is supported by `evidence` (numbered from 1) for `question`;
+    `context` (the passage the evidence was chosen from) backs it too, but is not cited."""
     text = drop_repeats(answer.strip())
     given = range(1, len(evidence) + 1)
     cited = sorted({int(n) for n in _MARKER.findall(text) if int(n) in given})
     bad_markers = [n for n in _MARKER.findall(text) if int(n) not in given]
     text = _MARKER.sub(lambda m: m.group(0) if int(m.group(1)) in given else "", text).strip()
     text = _markers_last(text)
-    support_terms = _support(evidence, question)
+    backing = [*evidence, *context]
+    support_terms = _support(backing, question)
     new_terms = _new_terms(text, question)
 
     def fail(reason: str) -> Verdict:
@@ -214,7 +222,7 @@ def verify(answer: str, question: str, evidence: list[str], weights: TermWeights
         return fail("empty answer")
     if bad_markers:
         return fail(f"cites [{', '.join(bad_markers)}], which was not given")
-    if reason := unsupported(text, question, evidence, weights):
+    if reason := unsupported(text, question, backing, weights):
         return fail(reason)
     if not {_root(t) for t in new_terms} & support_terms:
         return fail("adds nothing that the evidence says")
@@ -258,7 +266,7 @@ def finished(draft: str) -> str:
 
 def enough(text: str, question: str, evidence: list[str], weights: TermWeights) -> bool:
     """Whether the finished `text` of a draft ends it: MAX_SENTENCES said, or a sentence
-    already unsupported (more text cannot make it supported)."""
+    already unsupported by `evidence` (more text cannot make it supported)."""
     said = sum(_says(s) for s in sentences(text))
     return said >= MAX_SENTENCES or bool(unsupported(text, question, evidence, weights))
 

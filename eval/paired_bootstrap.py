@@ -48,7 +48,7 @@ def _columns(scores: list[dict], modes: list[str]) -> dict[str, tuple[np.ndarray
     return cols
 
 
-def _interval(reps: np.ndarray) -> list[float] | None:
+def interval(reps: np.ndarray) -> list[float] | None:
     reps = reps[np.isfinite(reps)]
     if len(reps) == 0:
         return None
@@ -72,7 +72,7 @@ def summarize_rows(
             reps[name][measure] = replicate
             out[name][measure] = {
                 "value": None if value is None else round(value, 4),
-                "ci95": _interval(replicate),
+                "ci95": interval(replicate),
                 "n": int(den.sum()),
             }
     for name in rows:
@@ -82,5 +82,5 @@ def summarize_rows(
                 if other is None or other == name or a is None or b is None:
                     continue
                 diff = reps[name][measure] - reps[other][measure]
-                out[name][measure][label] = {"diff": round(a - b, 4), "ci95": _interval(diff)}
+                out[name][measure][label] = {"diff": round(a - b, 4), "ci95": interval(diff)}
     return out

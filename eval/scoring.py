@@ -10,7 +10,8 @@ from agent.state import Context
 from eval.dataset import Question
 from retrieval.store import Index
 
-ROWS = ("evidence", "embedded", "qwen")
+ROWS = ("evidence", "embedded", "qwen", "qwen-1.5b")
+PACK_ROWS = {"qwen": "qwen2.5-coder-0.5b", "qwen-1.5b": "qwen2.5-coder-1.5b"}
 
 
 def keyword_hit(answer: str, question: Question) -> bool:
@@ -35,12 +36,12 @@ def make_agent(row: str, index: Index) -> Agent | None:
     if row == "evidence":
         context = Context(index, _no_model, weights, frozenset(), tools=local_tools())
         return Agent(context, session_store(None))
-    if row == "qwen":
+    if row in PACK_ROWS:
         from agent.runtime.registry import path_of
 
-        if path_of("qwen2.5-coder-0.5b") is None:
+        if path_of(PACK_ROWS[row]) is None:
             return None
-        return assemble(index, "qwen2.5-coder-0.5b", None, None)
+        return assemble(index, PACK_ROWS[row], None, None)
     return assemble(index, None, None, None)
 
 

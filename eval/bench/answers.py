@@ -1,15 +1,20 @@
 """Answer benchmark: the agent graph over data/eval/qa.jsonl, per language and per type.
 
-    python -m eval.bench.answers [--split test|dev|all] [--rows evidence,embedded,qwen]
-                                 [--limit N] [--out DIR]
+    python -m eval.bench.answers [--split test|dev|all]
+                                 [--rows evidence,embedded,qwen,qwen-1.5b] [--limit N] [--out DIR]
 
 Rows: "evidence" (no LLM: the best quote is the answer, the floor a model must
-beat), "embedded" (SmolLM2-135M) and "qwen" (the opt-in pack, when installed).
+beat), "embedded" (SmolLM2-135M), "qwen" and "qwen-1.5b" (the opt-in packs, when
+installed; the reader decides with them, agent/reader.py).
 Follow-up questions run in their parent's session, right after it. Metrics on
 the chosen split: keyword hit of the answer text (every keyword group present),
 answered rate on answerable questions, abstention rate on unanswerable ones,
 citation precision (a cited chunk comes from one of the question's sources),
-mode counts, answers with a repeated sentence, seconds per question.
+mode counts, answers with a repeated sentence, seconds per question; where the
+reader decided: judge accuracy on answerable questions (it picked a passage) and on
+unanswerable ones (it picked none), pick accuracy (the picked passage holds the
+keywords), draft keyword hit before the check and the share of drafts kept. Each
+row's keyword hit is set against the evidence row's with a paired 95% interval.
 """
 
 import argparse
@@ -18,9 +23,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from agent.graph import Agent
 from agent.verify import has_repeat
 from eval.dataset import Question, load_questions
+from eval.paired_bootstrap import draws, interval
 from eval.scoring import ROWS, cited_right, keyword_hit, make_agent, ordered
 from retrieval.paths import SAMPLE_CORPUS, bitrag_home
 from retrieval.store import open_index
@@ -29,6 +37,7 @@ from retrieval.store import open_index
 def run_row(agent: Agent, questions: list[Question]) -> list[dict]:
     """One record per question; a follow-up shares its parent's session."""
     by_id = {q.id: q for q in questions}
+    texts = {c.chunk_id: c.text for c in agent.context.index.chunks}
     records = []
     for q in questions:
         session = q.follows or q.id
@@ -36,7 +45,10 @@ def run_row(agent: Agent, questions: list[Question]) -> list[dict]:
             continue
         start = time.perf_counter()
         result = agent.ask(q.question, session)
-        records.append({"question": q, "result": result, "seconds": time.perf_counter() - start})
+        seconds = time.perf_counter() - start
+        picked = (result.get("reader") or {}).get("picked")
+        text = texts.get(picked, "") if picked else None
+        records.append({"question": q, "result": result, "seconds": seconds, "picked": text})
     return records
 
 
@@ -53,6 +65,7 @@ def summarize(records: list[dict]) -> dict:
         return round(sum(1 for i in items if test(i)) / len(items), 3) if items else None
 
     return {
+        **_decisions(answerable, unanswerable, rate),
         "n": len(records),
         "keyword_hit": rate(answerable, _hit),
         "answered": rate(answerable, lambda r: not r["result"]["abstained"]),
@@ -64,6 +77,42 @@ def summarize(records: list[dict]) -> dict:
         if records
         else None,
     }
+
+
+def _decisions(answerable: list[dict], unanswerable: list[dict], rate) -> dict:
+    """The reader's decisions, for the questions it judged."""
+    judged = [r for r in answerable if r["result"].get("reader")]
+    refused = [r for r in unanswerable if r["result"].get("reader")]
+    drafted = [r for r in answerable + unanswerable if r["result"]["draft"]]
+    holds = [r for r in judged if r["picked"] and keyword_hit(r["picked"], r["question"])]
+    return {
+        "judged": len(judged) + len(refused),
+        "judge_answerable": rate(judged, lambda r: r["picked"] is not None),
+        "judge_unanswerable": rate(refused, lambda r: r["picked"] is None),
+        "pick_right": round(len(holds) / len(judged), 3) if judged else None,
+        "draft_hit": rate(
+            [r for r in drafted if r["question"].answerable],
+            lambda r: keyword_hit(r["result"]["draft"], r["question"]),
+        ),
+        "drafts_kept": rate(drafted, lambda r: r["result"]["mode"] == "generated"),
+    }
+
+
+def versus_evidence(raw: dict[str, list[dict]]) -> dict[str, dict]:
+    """Each row's keyword hit minus the evidence row's on the same answerable questions,
+    with a paired 95% bootstrap interval."""
+    if "evidence" not in raw:
+        return {}
+    floor = [r for r in raw["evidence"] if r["question"].answerable]
+    out = {}
+    for row, records in raw.items():
+        mine = [r for r in records if r["question"].answerable]
+        if row == "evidence" or len(mine) != len(floor) or not mine:
+            continue
+        diff = np.array([float(_hit(a)) - float(_hit(b)) for a, b in zip(mine, floor, strict=True)])
+        reps = diff[draws(len(diff))].mean(axis=1)
+        out[row] = {"diff": round(float(diff.mean()), 3), "ci95": interval(reps)}
+    return out
 
 
 def groups(records: list[dict]) -> dict[str, dict]:
@@ -112,24 +161,27 @@ def main() -> None:
     index = open_index(bitrag_home() / "bench-index", SAMPLE_CORPUS)
     results: dict[str, dict[str, dict]] = {}
     raw: dict[str, list] = {}
+    records_of: dict[str, list[dict]] = {}
     for row in args.rows.split(","):
         agent = make_agent(row, index)
         if agent is None:
             print(f"row {row}: not installed, skipped (make install-qwen)")
             continue
         records = run_row(agent, questions)
+        records_of[row] = records
         results[row] = groups(records)
         raw[row] = [
             {"id": r["question"].id, "seconds": r["seconds"], **r["result"]} for r in records
         ]
         print(f"row {row}: {results[row]['all']}", flush=True)
     print(table(results))
+    paired = versus_evidence(records_of)
+    for row, d in paired.items():
+        print(f"{row} keyword hit vs evidence: {d['diff']:+.3f}, paired 95% interval {d['ci95']}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "answers.json").write_text(
-            json.dumps({"split": args.split, "results": results, "answers": raw},
-                       ensure_ascii=False, indent=1)
-        )
+        report = {"split": args.split, "results": results, "vs_evidence": paired, "answers": raw}
+        (args.out / "answers.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
         (args.out / "answers.md").write_text(table(results) + "\n")
 
 
