@@ -1,6 +1,7 @@
 """`bitrag chat`: a conversation over the notes that keeps the model and index loaded.
 
-Answers stream as the model writes them; the evidence and sources follow. Slash
+The evidence and its sources appear as soon as they are chosen; the answer streams
+under them as the model writes it. Slash
 commands change the session, retriever or model without leaving. Ctrl-C stops
 the answer being written and keeps the conversation; Ctrl-D or /exit leaves.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from agent.assemble import make_agent
 from agent.graph import Agent
-from agent.render import show_answer
+from agent.render import show_answer, show_evidence
 from retrieval.errors import UserError
 from retrieval.paths import bitrag_home
 from retrieval.store import RETRIEVERS, Index
@@ -48,18 +49,26 @@ class Chat:
         return make_agent(self.index, model, llm_url, session, self.tools)
 
     def ask(self, question: str, write: Callable[[str], None]) -> None:
+        """The evidence as soon as it is chosen, then the answer streamed under it."""
         streamed: list[str] = []
+        shown: list[list[dict]] = []
 
         def on_token(piece: str) -> None:
             streamed.append(piece)
             write(piece)
 
-        result = self.agent.ask(question, self.thread, on_token)
+        def on_evidence(evidence: list[dict]) -> None:
+            shown.append(evidence)
+            show_evidence(evidence, self.echo)
+
+        result = self.agent.ask(question, self.thread, on_token, on_evidence)
         if streamed:
             write("\n")
             if result["mode"] != "generated":
                 self.echo("(that answer was not supported by the notes; quoting them instead)")
-        show_answer(result, self.echo, answer_shown=result["mode"] == "generated" and streamed)
+        answer_shown = result["mode"] == "generated" and bool(streamed)
+        evidence_shown = bool(shown) and shown[-1] == result["evidence"]
+        show_answer(result, self.echo, answer_shown, evidence_shown)
         self.last = result
 
     def command(self, line: str) -> bool:

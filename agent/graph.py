@@ -116,8 +116,10 @@ class Agent:
         question: str,
         session: str = "default",
         on_token: Callable[[str], None] | None = None,
+        on_evidence: Callable[[list[dict]], None] | None = None,
     ) -> dict:
-        """The DESIGN.md `ask` shape for one turn; `on_token` receives the streamed draft."""
+        """The DESIGN.md `ask` shape for one turn; `on_token` receives the streamed draft and
+        `on_evidence` the evidence the model is about to write from, before its first token."""
         config = {"configurable": {"thread_id": session}} if self._stateful else None
         timings: dict[str, float] = {}
         state: State = {}
@@ -130,8 +132,11 @@ class Agent:
         )
         for kind, data in stream:
             if kind == "custom":
-                if on_token:
+                if "token" in data and on_token:
                     on_token(data["token"])
+                if "evidence" in data and on_evidence:
+                    shown = {"evidence": data["evidence"], "citations": []}
+                    on_evidence(label_sources(shown, self.context.index.root)["evidence"])
                 continue
             now = time.perf_counter()
             for node, update in data.items():

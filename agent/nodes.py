@@ -136,6 +136,7 @@ def _draft(state: State, ctx: Context, messages) -> str:
     sentences are `enough` (agent/verify.py)."""
     quotes = [e.quote for e in state["evidence"]] + list(_picked_text(state))
     emit = get_stream_writer()
+    emit({"evidence": [e.as_dict() for e in state["evidence"]]})  # shown while the model writes
     draft = done = ""
     for piece in ctx.llm.stream(messages, MAX_ANSWER_TOKENS, STOP):
         draft += piece

@@ -10,20 +10,31 @@ MODE_LABELS = {
 }
 
 
-def show_answer(result: dict, echo: Callable[[str], None], answer_shown: bool = False) -> None:
-    """Print `result` (an `ask` result); `answer_shown` when the answer was streamed already."""
+def show_answer(
+    result: dict,
+    echo: Callable[[str], None],
+    answer_shown: bool = False,
+    evidence_shown: bool = False,
+) -> None:
+    """Print `result` (an `ask` result); `answer_shown` when the answer was streamed already,
+    `evidence_shown` when its evidence was printed before the answer."""
     if not answer_shown:
         echo(result["answer"])
     if label := MODE_LABELS.get(result["mode"]):
         echo(label)
     if result["note"]:
         echo(f"note: {result['note']}")
-    for n, item in enumerate(result["evidence"], 1):
-        echo(f'[{n}] "{item["quote"]}"')
-        echo(f"    {item.get('where') or item['chunk_id']}")
+    if not evidence_shown:
+        show_evidence(result["evidence"], echo)
     if tool := result.get("tool"):
         where = f" [MCP server {tool['server']}]" if tool.get("server") else ""
         echo(f"tool: {tool['name']}({tool['args']}){where} -> {tool['output']}")
+
+
+def show_evidence(evidence: list[dict], echo: Callable[[str], None]) -> None:
+    for n, item in enumerate(evidence, 1):
+        echo(f'[{n}] "{item["quote"]}"')
+        echo(f"    {item.get('where') or item['chunk_id']}")
 
 
 def where(chunk_id: str, source: str, root: Path | None) -> str:

@@ -130,7 +130,8 @@ def test_planted_instructions_in_a_note_are_not_obeyed(run_json, home, tmp_path)
 
 def test_readme_shows_the_graph_as_built():
     text = mermaid()
-    for node in ("retrieve", "select_evidence", "generate", "check", "abstain", "use_tool"):
+    nodes = ("retrieve", "judge", "pick", "write", "select_evidence", "generate", "check")
+    for node in (*nodes, "abstain", "use_tool"):
         assert node in text
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     assert text.strip() in readme

@@ -24,11 +24,12 @@ def chat(home_with_sample_index: Path):
 
 def test_chat_streams_answers_shows_sources_and_exits(chat):
     chat.sendline("What are the sign, exponent and mantissa bit counts of bfloat16?")
-    chat.expect_exact('[1] "Format: bfloat16')
-    answer = chat.before
-    assert answer.strip(), "the answer (streamed, or quoted) comes before the evidence"
+    chat.expect_exact('[1] "Format: bfloat16')  # the evidence first, as soon as it is chosen
     chat.expect_exact("number-formats-floating-point.md")
     chat.expect_exact(PROMPT)
+    answer = chat.before
+    assert "bfloat16" in answer and "8" in answer, "the answer (streamed, or quoted) follows"
+    assert '[1] "Format: bfloat16' not in answer  # the evidence is not printed twice
     chat.sendline("/sources")
     chat.expect(r"\[1\] number-formats-floating-point\.md#\d+\r?\n")  # the source once, short
     chat.expect_exact(PROMPT)

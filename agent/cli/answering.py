@@ -78,7 +78,7 @@ def chat(
     session: str | None,
     mcp_config: str | None,
 ) -> None:
-    """Talk with your notes; answers stream, evidence follows (/help inside)."""
+    """Talk with your notes: evidence first, the answer streams under it (/help inside)."""
     from agent.chat import Chat, run_chat
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops one answer
