@@ -5,7 +5,9 @@ first and fills it, so every rung reads the very same hits (and so the same evid
 differences between rungs come from the model alone. Each row's answers are appended to a
 per-row log, one conversation (a question and its follow-ups) per line, so an interrupted
 run resumes after the last finished conversation. Scores per question: keyword hit and
-token-F1 (answerable questions), answered / abstained, citations right / given, mode.
+token-F1 (answerable questions), answered / abstained, citations right / given, mode; with a
+reader model also its decisions: judge right on answerable and unanswerable questions, the
+picked passage holding the keywords, the draft's keyword hit before the check, drafts kept.
 Retrieval metrics (hit@1, hit@5, recall@5, MRR@10, nDCG@10) are computed once.
 """
 
@@ -65,10 +67,27 @@ def token_f1(answer: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def decisions(record: dict, q: Question) -> dict:
+    """What the reader model decided, scored; None where it did not decide (no reader, or
+    a measure that does not apply to the question)."""
+    picked = record.get("picked_text")
+    judged = record.get("reader") is not None
+    draft = record.get("draft") or ""
+    return {
+        "judge_answerable": float(picked is not None) if judged and q.answerable else None,
+        "judge_unanswerable": float(picked is None) if judged and not q.answerable else None,
+        "pick_right": float(bool(picked) and keyword_hit(picked, q))
+        if judged and q.answerable
+        else None,
+        "draft_hit": float(keyword_hit(draft, q)) if draft and q.answerable else None,
+        "draft_kept": float(record["mode"] == "generated") if draft else None,
+    }
+
+
 def score(record: dict, q: Question) -> dict:
     """What one answer scores; None where a measure does not apply to the question."""
     cites = cited_right(record, q) if q.answerable else []
-    return {
+    return decisions(record, q) | {
         "keyword_hit": float(keyword_hit(record["answer"], q)) if q.answerable else None,
         "token_f1": round(token_f1(record["answer"], q.answer), 6) if q.answerable else None,
         "answered": float(not record["abstained"]) if q.answerable else None,
@@ -90,8 +109,13 @@ def conversations(questions: list[Question]) -> list[list[Question]]:
     return groups
 
 
-def _keep(result: dict, q: Question, seconds: float) -> dict:
+def _keep(result: dict, q: Question, seconds: float, texts: dict[str, str]) -> dict:
+    reader = result.get("reader")
+    picked = (reader or {}).get("picked")
     return {
+        "reader": reader,
+        "picked_text": texts.get(picked, "") if picked else None,
+        "draft": result["draft"],
         "id": q.id,
         "answer": result["answer"],
         "mode": result["mode"],
@@ -115,17 +139,19 @@ def run_row(
         eval_cache.rewrite_lines(log, done)
     by_group = {row["group"]: row["records"] for row in done}
     agent: Agent | None = None
+    texts: dict[str, str] = {}
     records: list[dict] = []
     for group in conversations(questions):
         if group[0].id in by_group and len(by_group[group[0].id]) == len(group):
             records += by_group[group[0].id]
         else:
             agent = agent or make()
+            texts = texts or {c.chunk_id: c.text for c in agent.context.index.chunks}
             kept = []
             for q in group:
                 start = time.perf_counter()
                 result = agent.ask(q.question, group[0].id)
-                kept.append(_keep(result, q, time.perf_counter() - start))
+                kept.append(_keep(result, q, time.perf_counter() - start, texts))
             eval_cache.append_line(log, {"group": group[0].id, "records": kept})
             records += kept
         if progress:
@@ -137,8 +163,11 @@ def evidence_agent(index: RecordedIndex) -> Agent:
     return bench_agent("evidence", index)  # type: ignore[arg-type]
 
 
-def rung_agent(index: RecordedIndex, llm, languages: frozenset[str] | None) -> Agent:
-    """The agent graph with this rung's model; it reads what the source model reads."""
+def rung_agent(
+    index: RecordedIndex, llm, languages: frozenset[str] | None, reader: bool = False
+) -> Agent:
+    """The agent graph with this rung's model; it reads what the source model reads and,
+    with `reader`, decides as the source model would (agent/reader.py)."""
     from agent.assemble import session_store
     from agent.tools import local_tools
 
@@ -148,6 +177,7 @@ def rung_agent(index: RecordedIndex, llm, languages: frozenset[str] | None) -> A
         weights=TermWeights(index.bm25),
         model_languages=languages,
         tools=local_tools(),
+        reader=reader,
     )
     return Agent(context, session_store(None))
 
@@ -186,6 +216,11 @@ def retrieval_metrics(index: RecordedIndex, questions: list[Question], k: int = 
 
 
 def same_evidence(records: list[dict], reference: list[dict]) -> int:
-    """How many questions got other evidence than the evidence-only row (expected 0)."""
+    """How many questions got other evidence than the evidence-only row (expected 0; a
+    reader model chooses its evidence inside the passage it picked, so those are left out)."""
     ref = {r["id"]: r["evidence"] for r in reference}
-    return sum(1 for r in records if r["evidence"] and r["evidence"] != ref.get(r["id"]))
+    return sum(
+        1
+        for r in records
+        if r["evidence"] and not r.get("reader") and r["evidence"] != ref.get(r["id"])
+    )

@@ -190,7 +190,14 @@ def measure_rungs(
 
 
 def answer_rows(
-    rungs, questions, index, languages, keys: dict, cache: Path, progress: Callable[[str], None]
+    rungs,
+    questions,
+    index,
+    languages,
+    reader: bool,
+    keys: dict,
+    cache: Path,
+    progress: Callable[[str], None],
 ) -> dict[str, list[dict]]:
     """Records per row: evidence-only first (it fills the recorded retrieval), then rungs."""
     from agent.runtime.llm import LocalLLM
@@ -209,13 +216,17 @@ def answer_rows(
     )
     for rung in rungs:
         name = eval_cache.key(
-            what="answers", row=rung["sha256"], languages=sorted(languages or []), **keys
+            what="answers",
+            row=rung["sha256"],
+            languages=sorted(languages or []),
+            reader=reader,
+            **keys,
         )
         held: list = []
 
         def make(rung=rung, held=held):
             held.append(LocalLLM(Path(rung["path"])))
-            return rung_agent(index, held[0], languages)
+            return rung_agent(index, held[0], languages, reader)
 
         rows[rung["type"]] = run_row(
             make, questions, cache / f"answers-{name}.jsonl", counter(rung["type"])
@@ -227,7 +238,7 @@ def answer_rows(
 
 def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) the whole eval and write results.json, report.md, accuracy_vs_bits.png."""
-    from agent.assemble import model_languages
+    from agent.assemble import model_languages, reader_on
     from eval import answers_per_rung as apr
     from eval import results as results_file
     from eval.divergence import n_scored
@@ -269,7 +280,8 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
             "ids": [q.id for q in questions],
             "index": manifest,
         }
-        rows = answer_rows(rungs, questions, index, languages, keys, cache, say)
+        reader = reader_on(opts.source, None)
+        rows = answer_rows(rungs, questions, index, languages, reader, keys, cache, say)
     say("scoring")
     results = results_file.assemble(
         opts=opts,
@@ -296,6 +308,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
             "bench_reps": BENCH_REPS,
             "llama_cpp": __import__("llama_cpp").__version__,
             "languages": sorted(languages) if languages is not None else None,
+            "reader": reader,
         },
         seconds=time.time() - started,
     )

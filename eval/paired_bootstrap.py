@@ -11,7 +11,9 @@ import numpy as np
 
 SEED = 0
 REPLICATES = 2000
-MEASURES = ("keyword_hit", "token_f1", "answered", "abstained_unanswerable")
+DECISIONS = ("judge_answerable", "judge_unanswerable", "pick_right", "draft_hit", "draft_kept")
+MEASURES = ("keyword_hit", "token_f1", "answered", "abstained_unanswerable", *DECISIONS)
+COMPARED = ("keyword_hit", "token_f1", *DECISIONS)  # also given as differences to top/floor
 
 
 def draws(n: int, replicates: int = REPLICATES, seed: int = SEED) -> np.ndarray:
@@ -31,7 +33,7 @@ def _columns(scores: list[dict], modes: list[str]) -> dict[str, tuple[np.ndarray
     """measure -> (numerator per question, denominator per question)."""
     cols = {}
     for m in MEASURES:
-        values = [s[m] for s in scores]
+        values = [s.get(m) for s in scores]
         cols[m] = (
             np.array([v or 0.0 for v in values], dtype=np.float64),
             np.array([v is not None for v in values], dtype=np.float64),
@@ -76,7 +78,7 @@ def summarize_rows(
                 "n": int(den.sum()),
             }
     for name in rows:
-        for measure in ("keyword_hit", "token_f1"):
+        for measure in COMPARED:
             for other, label in ((top, "vs_top"), (floor, "vs_evidence")):
                 a, b = out[name][measure]["value"], out.get(other, {}).get(measure, {}).get("value")
                 if other is None or other == name or a is None or b is None:

@@ -146,6 +146,7 @@ def markdown(r: dict) -> str:
             for name, a, x in rows
         ],
     )
+    lines += _decisions(r)
     ret = r["retrieval"]
     lines += ["", f"## Retrieval (once, {ret['retriever']}, {ret['n']} answerable questions)", ""]
     measures = [m for m in ("hit@1", "hit@5", "recall@5", "mrr@10", "ndcg@10") if m in ret]
@@ -153,3 +154,30 @@ def markdown(r: dict) -> str:
     lines += ["", "## Caveats", ""] + [f"- {c}" for c in r["caveats"]]
     lines += ["", "Plot: accuracy_vs_bits.png. Numbers: results.json (schema in eval/README.md)."]
     return "\n".join(lines)
+
+
+DECISION_COLUMNS = {
+    "judge_answerable": "judge: picks (answerable)",
+    "judge_unanswerable": "judge: none (unanswerable)",
+    "pick_right": "pick holds the keywords",
+    "draft_hit": "draft keyword hit",
+    "draft_kept": "drafts kept",
+}
+
+
+def _decisions(r: dict) -> list[str]:
+    """The reader model's decisions per rung, each with its interval and its paired
+    difference to the top rung; nothing when no rung decided."""
+    rungs = [x for x in r["rungs"] if x["answers"].get("pick_right", {}).get("n")]
+    if not rungs:
+        return []
+    head = ["rung", *DECISION_COLUMNS.values(), "pick vs top"]
+    rows = [
+        [x["type"], *(_ci(x["answers"].get(m)) for m in DECISION_COLUMNS)]
+        + [_diff(x["answers"]["pick_right"], "vs_top")]
+        for x in rungs
+    ]
+    intro = "The model reads the top passages and names the one that states the answer, or none."
+    return ["", "## The reader's decisions per rung (95% intervals)", "", intro, ""] + _table(
+        head, rows
+    )

@@ -53,10 +53,36 @@ def _vs_evidence(answers: dict[str, dict], beating: list[str]) -> str:
     return f"Keyword hit above evidence-only (paired 95% interval): {', '.join(parts)}; {verdict}."
 
 
+JUDGED = ("keyword_hit", "pick_right", "judge_answerable", "judge_unanswerable")
+
+
+def _within_top(answers: dict[str, dict], rung: str, top: str) -> bool:
+    """Whether the rung's keyword hit and, where a reader decided, its decisions each reach
+    the lower end of the top rung's 95% interval."""
+    for measure in JUDGED:
+        best, mine = answers[top].get(measure), answers[rung].get(measure)
+        if not best or best["value"] is None or not mine or mine["value"] is None:
+            continue
+        if mine["value"] < (best["ci95"][0] if best["ci95"] else best["value"]):
+            return False
+    return True
+
+
+def _decided(answers: dict[str, dict], rung: str) -> str:
+    pick = answers[rung].get("pick_right") or {}
+    if pick.get("value") is None:
+        return ""
+    return (
+        f", and whose reader decisions stay within its intervals too (picks the passage "
+        f"holding the answer {pick['value']:.3f})"
+    )
+
+
 def recommend(rungs: list[dict], answers: dict[str, dict], label: str) -> dict:
-    """The smallest rung whose keyword hit reaches the lower end of the top rung's 95%
-    interval; and whether any rung beats the evidence-only row at all, said first when none
-    does. `label` names the top rung ("requantized reference" or "full precision")."""
+    """The smallest rung whose keyword hit (and, with a reader model, whose judge and pick
+    accuracy) reaches the lower end of the top rung's 95% interval; and whether any rung
+    beats the evidence-only row at all, said first when none does. `label` names the top
+    rung ("requantized reference" or "full precision")."""
     top = rungs[0]
     top_hit = answers[top["type"]]["keyword_hit"]
     floor = answers["evidence"]["keyword_hit"]["value"]
@@ -69,7 +95,7 @@ def recommend(rungs: list[dict], answers: dict[str, dict], label: str) -> dict:
             "on accuracy; see the divergence table.",
         }
     bound = top_hit["ci95"][0] if top_hit["ci95"] else top_hit["value"]
-    ok = [r for r in rungs if answers[r["type"]]["keyword_hit"]["value"] >= bound]
+    ok = [r for r in rungs if _within_top(answers, r["type"], top["type"])]
     pick = min(ok, key=lambda r: (r["bytes"], -r["bits_per_weight"]))
     beating = [r["type"] for r in rungs if answers[r["type"]]["keyword_hit"]["value"] > floor]
     hit = answers[pick["type"]]["keyword_hit"]["value"]
@@ -78,7 +104,8 @@ def recommend(rungs: list[dict], answers: dict[str, dict], label: str) -> dict:
         f"{pick['type']} ({pick['bytes'] / 1e6:.1f} MB, {pick['bits_per_weight']:.2f} bits per "
         f"weight) is the smallest rung whose keyword hit ({hit:.3f}) reaches the lower end of "
         f"the 95% interval of {top['type']}, the {label} ({bound:.3f}; {top['type']} itself "
-        f"{top_hit['value']:.3f}). Its next-token distributions on your text are "
+        f"{top_hit['value']:.3f}){_decided(answers, pick['type'])}. Its next-token "
+        "distributions on your text are "
         f"{d['kld_mean']:.3f} nats from {top['type']}'s (mean KLD; same top token "
         f"{d['same_top_rate'] * 100:.1f}%): the intervals are wide, so check the divergence "
         "table before trusting a low rung."
@@ -97,7 +124,8 @@ def recommend(rungs: list[dict], answers: dict[str, dict], label: str) -> dict:
         "bytes": pick["bytes"],
         "bits_per_weight": pick["bits_per_weight"],
         "keyword_hit": hit,
-        "criterion": f"keyword_hit >= lower 95% bound of {top['type']} ({bound:.4f})",
+        "criterion": f"keyword_hit (and the reader's decisions, where measured) >= lower 95% "
+        f"bound of {top['type']} (keyword hit {bound:.4f})",
         "beats_evidence_only": bool(beating),
         "rungs_beating_evidence_only": beating,
         "summary": summary,

@@ -251,6 +251,31 @@ def test_own_questions_over_a_given_index(env: dict, sample_index: Path, tmp_pat
     assert r["rungs"][0]["evidence_differs"] == 0
 
 
+def test_a_reader_models_decisions_are_measured_per_rung(
+    env: dict, sample_index: Path, tmp_path: Path
+):
+    rows = {json.loads(line)["id"]: line for line in QA_PATH.read_text().splitlines()}
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(rows[i] + "\n" for i in PICK), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["--types", "Q8_0", "--dataset", str(mine), "--index", str(sample_index)]
+    args += ["--split", "all", "--limit", "3", "--kld-tokens", "16", "--out", str(out)]
+    done = bitrag(env | {"BITRAG_READER": "on"}, *args)
+    assert done.returncode == 0, done.stderr
+    r = results(out)
+    assert r["settings"]["reader"] is True
+    answers = r["rungs"][0]["answers"]
+    assert answers["pick_right"]["n"] == 2 and answers["judge_answerable"]["n"] == 2
+    assert r["evidence_only"]["answers"]["pick_right"]["n"] == 0  # no model, no decisions
+    for q in r["questions"]:
+        row = q["rows"]["Q8_0"]
+        if row["reader"] is None:  # it names a code the notes never mention: cut off at once
+            assert row["abstained"] and q["id"] == "en1-023"
+            continue
+        assert row["reader"]["picked"] is None or row["reader"]["picked"] in row["reader"]["read"]
+    assert "## The reader's decisions per rung" in (out / "report.md").read_text()
+
+
 def test_imatrix_types_are_refused_with_one_line(run, tmp_path: Path):
     done = run("eval", "--types", "Q8_0,IQ2_XS", "--out", str(tmp_path / "out"))
     assert done.exit_code != 0
