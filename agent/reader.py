@@ -62,9 +62,11 @@ def passage_text(hit: Hit, chars: int = PASSAGE_CHARS) -> str:
     return f"({heading}) {text}" if heading else text
 
 
-def reader_messages(question: str, hits: list[Hit], job: str) -> Messages:
+def reader_messages(
+    question: str, hits: list[Hit], job: str, chars: int = PASSAGE_CHARS
+) -> Messages:
     """The passages first (shared by every job over them), the job last."""
-    passages = "\n\n".join(f"[{n}] {passage_text(h)}" for n, h in enumerate(hits, 1))
+    passages = "\n\n".join(f"[{n}] {passage_text(h, chars)}" for n, h in enumerate(hits, 1))
     return [
         {"role": "system", "content": READER_SYSTEM.format(passages=passages)},
         {"role": "user", "content": job},
@@ -79,13 +81,19 @@ def judge_schema(n: int) -> dict:
     }
 
 
-def judge(llm: LLM, question: str, hits: list[Hit]) -> Verdict:
-    """Which of the first MAX_PASSAGES hits states the answer (0: none), one grammar reply."""
+def judge(
+    llm: LLM,
+    question: str,
+    hits: list[Hit],
+    passages: int = MAX_PASSAGES,
+    chars: int = PASSAGE_CHARS,
+) -> Verdict:
+    """Which of the first `passages` hits states the answer (0: none), one grammar reply."""
     if not hits:
         return Verdict(0, ())
     job = JUDGE_JOB.format(question=question)
     messages, shown, _ = fit(
-        llm, lambda kept: reader_messages(question, kept, job), hits[:MAX_PASSAGES], WRITE_TOKENS
+        llm, lambda kept: reader_messages(question, kept, job, chars), hits[:passages], WRITE_TOKENS
     )
     reply = generate_json(llm, messages, judge_schema(len(shown)), max_tokens=16)
     return Verdict(int(reply["passage"]), tuple(shown))

@@ -2,6 +2,7 @@
 none when no passage does? Retrieval is the hybrid top-5 of the sample index.
 
     python -m eval.bench.reader [--model NAME|GGUF] [--split dev|test|all] [--limit N]
+                                [--passages N] [--chars N]
 
 Per question (follow-ups left out, they need their parent's turn): the passage the judge
 picked, the shown passages that hold the question's keywords, prompt tokens and seconds.
@@ -14,7 +15,7 @@ import argparse
 import json
 import time
 
-from agent.reader import judge, reader_messages
+from agent.reader import MAX_PASSAGES, PASSAGE_CHARS, judge, reader_messages
 from agent.runtime.context import count_messages
 from agent.runtime.llm import load_llm
 from eval.dataset import Question, load_questions
@@ -23,10 +24,10 @@ from retrieval.paths import SAMPLE_CORPUS, bitrag_home
 from retrieval.store import Index, open_index
 
 
-def judge_one(llm, index: Index, q: Question) -> dict:
+def judge_one(llm, index: Index, q: Question, passages: int, chars: int) -> dict:
     hits = index.search(q.question, 5, "hybrid")
     start = time.perf_counter()
-    verdict = judge(llm, q.question, hits)
+    verdict = judge(llm, q.question, hits, passages, chars)
     seconds = time.perf_counter() - start
     shown = list(verdict.hits)
     holding = [n for n, h in enumerate(shown, 1) if q.answerable and keyword_hit(h.chunk.text, q)]
@@ -35,7 +36,9 @@ def judge_one(llm, index: Index, q: Question) -> dict:
         "answerable": q.answerable,
         "passage": verdict.passage,
         "holding": holding,
-        "prompt_tokens": count_messages(llm, reader_messages(q.question, shown, q.question)),
+        "prompt_tokens": count_messages(
+            llm, reader_messages(q.question, shown, q.question, chars)
+        ),
         "seconds": round(seconds, 2),
     }
 
@@ -64,6 +67,8 @@ def main() -> None:
     parser.add_argument("--model", help="registered name or GGUF (default: the embedded model)")
     parser.add_argument("--split", choices=["dev", "test", "all"], default="dev")
     parser.add_argument("--limit", type=int)
+    parser.add_argument("--passages", type=int, default=MAX_PASSAGES, help="passages shown")
+    parser.add_argument("--chars", type=int, default=PASSAGE_CHARS, help="characters each")
     args = parser.parse_args()
     questions = [q for q in load_questions() if not q.follows]
     if args.split != "all":
@@ -72,9 +77,10 @@ def main() -> None:
     llm = load_llm(args.model)
     rows = []
     for q in questions[: args.limit]:
-        rows.append(judge_one(llm, index, q))
+        rows.append(judge_one(llm, index, q, args.passages, args.chars))
         print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
-    print(json.dumps({"model": llm.name, "split": args.split, **summarize(rows)}, indent=2))
+    shown = {"model": llm.name, "split": args.split, "passages": args.passages, "chars": args.chars}
+    print(json.dumps(shown | summarize(rows), indent=2))
 
 
 if __name__ == "__main__":
