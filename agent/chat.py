@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent.assemble import make_agent
 from agent.graph import Agent
-from agent.render import show_answer, show_evidence
+from agent.render import answer_live
 from retrieval.errors import UserError
 from retrieval.paths import bitrag_home
 from retrieval.store import RETRIEVERS, Index
@@ -50,26 +50,13 @@ class Chat:
 
     def ask(self, question: str, write: Callable[[str], None]) -> None:
         """The evidence as soon as it is chosen, then the answer streamed under it."""
-        streamed: list[str] = []
-        shown: list[list[dict]] = []
-
-        def on_token(piece: str) -> None:
-            streamed.append(piece)
-            write(piece)
-
-        def on_evidence(evidence: list[dict]) -> None:
-            shown.append(evidence)
-            show_evidence(evidence, self.echo)
-
-        result = self.agent.ask(question, self.thread, on_token, on_evidence)
-        if streamed:
-            write("\n")
-            if result["mode"] != "generated":
-                self.echo("(that answer was not supported by the notes; quoting them instead)")
-        answer_shown = result["mode"] == "generated" and bool(streamed)
-        evidence_shown = bool(shown) and shown[-1] == result["evidence"]
-        show_answer(result, self.echo, answer_shown, evidence_shown)
-        self.last = result
+        self.last = answer_live(
+            lambda on_token, on_evidence: self.agent.ask(
+                question, self.thread, on_token, on_evidence
+            ),
+            self.echo,
+            write,
+        )
 
     def command(self, line: str) -> bool:
         """Run a slash command; False when the chat should end."""

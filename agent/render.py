@@ -31,6 +31,35 @@ def show_answer(
         echo(f"tool: {tool['name']}({tool['args']}){where} -> {tool['output']}")
 
 
+def answer_live(
+    ask: Callable[[Callable[[str], None], Callable[[list[dict]], None]], dict],
+    echo: Callable[[str], None],
+    write: Callable[[str], None],
+) -> dict:
+    """Run `ask(on_token, on_evidence)` and print as it goes: the evidence as soon as it is
+    chosen, the answer streamed under it, then what the finished result adds."""
+    streamed: list[str] = []
+    shown: list[list[dict]] = []
+
+    def on_token(piece: str) -> None:
+        streamed.append(piece)
+        write(piece)
+
+    def on_evidence(evidence: list[dict]) -> None:
+        shown.append(evidence)
+        show_evidence(evidence, echo)
+
+    result = ask(on_token, on_evidence)
+    if streamed:
+        write("\n")
+        if result["mode"] != "generated":
+            echo("(that answer was not supported by the notes; quoting them instead)")
+    answer_shown = result["mode"] == "generated" and bool(streamed)
+    evidence_shown = bool(shown) and shown[-1] == result["evidence"]
+    show_answer(result, echo, answer_shown, evidence_shown)
+    return result
+
+
 def show_evidence(evidence: list[dict], echo: Callable[[str], None]) -> None:
     for n, item in enumerate(evidence, 1):
         echo(f'[{n}] "{item["quote"]}"')

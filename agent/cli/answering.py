@@ -47,7 +47,7 @@ def ask(
     if has_hangul(question):
         preload_kiwi()  # ~1.4 s of loading overlaps the imports below
     from agent.assemble import make_agent
-    from agent.render import show_answer
+    from agent.render import answer_live
 
     if not question.strip():
         raise UserError("the question is empty")
@@ -55,14 +55,22 @@ def ask(
     try:
         tools = toolbox.tools if toolbox else []
         agent = make_agent(open_default(index), model, llm_url, session, tools)
-        result = agent.ask(question, session or "default")
+        if as_json:
+            print_json(agent.ask(question, session or "default"))
+            return
+
+        def turn(on_token, on_evidence) -> dict:
+            return agent.ask(question, session or "default", on_token, on_evidence)
+
+        answer_live(turn, click.echo, _write)
     finally:
         if toolbox:
             toolbox.close()
-    if as_json:
-        print_json(result)
-        return
-    show_answer(result, click.echo)
+
+
+def _write(text: str) -> None:
+    click.echo(text, nl=False)
+    sys.stdout.flush()
 
 
 @click.command()
@@ -83,14 +91,10 @@ def chat(
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops one answer
 
-    def write(text: str) -> None:
-        click.echo(text, nl=False)
-        sys.stdout.flush()
-
     toolbox = _mcp_tools(mcp_config)
     try:
         tools = toolbox.tools if toolbox else []
-        run_chat(Chat(open_default(index), model, llm_url, session, click.echo, tools), write)
+        run_chat(Chat(open_default(index), model, llm_url, session, click.echo, tools), _write)
     finally:
         if toolbox:
             toolbox.close()
