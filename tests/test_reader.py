@@ -5,7 +5,15 @@ from dataclasses import replace
 
 import pytest
 
-from agent.reader import MAX_PASSAGES, WRITE_TOKENS, Verdict, judge, passage_text, reader_messages
+from agent.reader import (
+    MAX_PASSAGES,
+    WRITE_TOKENS,
+    Verdict,
+    excerpt,
+    judge,
+    passage_text,
+    reader_messages,
+)
 from agent.runtime.context import count_messages
 from agent.runtime.llm import LocalLLM
 from retrieval.store import Index
@@ -36,17 +44,27 @@ def test_the_judge_names_a_shown_passage_or_none(llm, sample_index, question):
 
 
 def test_long_chunks_are_cut_and_the_lowest_ranked_dropped_to_fit(model_path, sample_index):
-    small = LocalLLM(model_path, n_ctx=768)
+    small = LocalLLM(model_path, n_ctx=512)
     question = "How many mantissa bits does bfloat16 have?"
     hits = Index.load(sample_index).search(question, 5)
     long = [replace(h, chunk=replace(h.chunk, text=h.chunk.text * 20)) for h in hits]
     assert all(passage_text(h).endswith(" ...") for h in long)
     verdict = judge(small, question, long)
-    assert 1 <= len(verdict.hits) < len(long)  # five cut passages do not fit 768 tokens
+    assert 1 <= len(verdict.hits) < MAX_PASSAGES  # the cut passages do not all fit 512 tokens
     assert 0 <= verdict.passage <= len(verdict.hits)
     messages = reader_messages(question, list(verdict.hits), "job")
-    assert count_messages(small, messages) <= 768 - WRITE_TOKENS
+    assert count_messages(small, messages) <= 512 - WRITE_TOKENS
 
 
 def test_no_passages_is_no_answer_without_asking_the_model():
     assert judge(None, "anything?", []) == Verdict(0, ())  # type: ignore[arg-type]
+
+
+def test_a_long_chunk_is_shown_by_its_sentences_nearest_the_question():
+    filler = " ".join(f"Paragraph {n} is about codebooks and lattices." for n in range(12))
+    table = "| Type | Bits per weight |\n| --- | --- |\n| IQ2_XXS | 2.06 |\n| IQ3_S | 3.44 |\n"
+    text = f"{filler}\n\n{table}"
+    shown = excerpt(text, "How many bits per weight does IQ2_XXS use?", 200)
+    assert "Type: IQ2_XXS, Bits per weight: 2.06" in shown
+    assert " ... " in shown and len(shown) <= 200 + 16  # a gap, marked
+    assert excerpt(text, "IQ3_S?", 200).count("3.44") == 1

@@ -34,7 +34,7 @@ from retrieval.paths import SAMPLE_CORPUS, bitrag_home
 from retrieval.store import open_index
 
 
-def run_row(agent: Agent, questions: list[Question]) -> list[dict]:
+def run_row(agent: Agent, questions: list[Question], progress=None) -> list[dict]:
     """One record per question; a follow-up shares its parent's session."""
     by_id = {q.id: q for q in questions}
     texts = {c.chunk_id: c.text for c in agent.context.index.chunks}
@@ -49,7 +49,30 @@ def run_row(agent: Agent, questions: list[Question]) -> list[dict]:
         picked = (result.get("reader") or {}).get("picked")
         text = texts.get(picked, "") if picked else None
         records.append({"question": q, "result": result, "seconds": seconds, "picked": text})
+        if progress:
+            progress(records[-1])
     return records
+
+
+def progress_line(record: dict) -> None:
+    """One line per answered question, so a run cut short still shows what it measured."""
+    q, result = record["question"], record["result"]
+    picked = (result.get("reader") or {}).get("picked")
+    hit = keyword_hit(result["answer"], q) if q.answerable else None
+    print(
+        json.dumps(
+            {
+                "id": q.id,
+                "mode": result["mode"],
+                "hit": hit,
+                "picked": picked.rsplit("/", 1)[-1] if picked else None,
+                "pick_holds": keyword_hit(record["picked"], q) if picked and q.answerable else None,
+                "s": round(record["seconds"], 1),
+            },
+            ensure_ascii=False,
+        ),
+        flush=True,
+    )
 
 
 def _hit(record: dict) -> bool:
@@ -167,7 +190,7 @@ def main() -> None:
         if agent is None:
             print(f"row {row}: not installed, skipped (make install-qwen)")
             continue
-        records = run_row(agent, questions)
+        records = run_row(agent, questions, progress_line if row != "evidence" else None)
         records_of[row] = records
         results[row] = groups(records)
         raw[row] = [
