@@ -3,8 +3,9 @@
 A model that reads the question's language is shown the candidate passages (the top three
 chunks with their heading paths, each cut to 400 characters: the sentences that share the
 most terms with the question, so a table row deep in a chunk is seen; three, not five, keep
-the prompt near 500 tokens, about 7 s at the 1.5B's 71 tokens/s on two cores) and replies, under a grammar, with one number:
-the passage that states the answer, or 0 when none does. That one reply decides answer or
+the prompt near 500 tokens, about 7 s at the 1.5B's 71 tokens/s on two cores) and
+replies, under a grammar, with one number: the passage that states the answer, or 0 when
+none does. That one reply decides answer or
 abstain and picks where the evidence comes from; similarity cut-offs cannot tell a near
 miss from a paraphrase, a reader can.
 
