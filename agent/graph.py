@@ -1,7 +1,7 @@
 """The agent graph, assembled in one place, and `Agent`, which runs one turn of it.
 
     start -> retrieve -> judge -> pick -> write -> check -> remember    (a model that reads)
-                 ^         |-> rewrite (once) -> retrieve;  |-> abstain -> remember
+                 ^         |-> rewrite (once) -> retrieve   |-> abstain ("not stated")
                  |-> select_evidence -> grade -> generate -> check -> remember
                  ^                             |-> rewrite (once) -> retrieve
                  |                             |-> quote_unreadable / abstain -> remember
@@ -23,7 +23,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agent import nodes, semantic
+from agent import nodes, reader, semantic
 from agent.render import label_sources
 from agent.state import Context, State
 from retrieval.tokenize import language
@@ -50,6 +50,11 @@ def after_judge(state: State) -> Judged:
     if state["picked"]:
         return "pick"
     return "rewrite" if len(state["searched"]) < 2 else "abstain"
+
+
+def after_write(state: State) -> Literal["check", "abstain"]:
+    """A draft that says the notes do not state the answer is taken at its word."""
+    return "abstain" if reader.declined(state["draft"]) else "check"
 
 
 def grade(state: State, runtime: Runtime[Context]) -> Grade:
@@ -89,7 +94,7 @@ def build_graph(checkpointer: BaseCheckpointSaver | None = None):
     graph.add_conditional_edges("retrieve", after_retrieve)
     graph.add_conditional_edges("judge", after_judge)
     graph.add_edge("pick", "write")
-    graph.add_edge("write", "check")
+    graph.add_conditional_edges("write", after_write)
     graph.add_conditional_edges("select_evidence", grade)
     graph.add_edge("rewrite", "retrieve")
     graph.add_edge("generate", "check")
@@ -169,12 +174,12 @@ def result(state: State, timings: dict[str, float]) -> dict:
 
 
 def _reader(state: State) -> dict | None:
-    """What the reader model decided: the chunks it read and the one it picked (None when
-    cut-offs decided)."""
+    """What the reader model decided: the chunks it read and the one it answered from (None:
+    it abstained); None when cut-offs decided."""
     shown = state.get("passages") or []
     if not shown:
         return None
-    picked = state.get("picked") or 0
+    picked = 0 if state.get("mode") == "abstained" else state.get("picked") or 0
     return {
         "read": [h.chunk.chunk_id for h in shown],
         "picked": shown[picked - 1].chunk.chunk_id if picked else None,

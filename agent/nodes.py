@@ -23,6 +23,7 @@ STOP = ["\n\n", "Question:", "<notes>"]
 CONTEXT_CHUNKS = 0  # chunk text shown after the evidence (more costs prompt time, not accuracy)
 LEXICAL_ENOUGH = 0.8  # BM25 coverage above which hybrid retrieval skips the dense ranker
 REWRITE_DEPTH = 2  # the rewritten query looks twice as deep
+PICKED_EVIDENCE = 2  # sentences from the passage the reader picked; one more from the others
 KOREAN_HINT = "`make install-qwen` adds a model that writes answers in Korean."
 _PASSAGE_MARKS = re.compile(r"\s*\[\d+\]")  # the write job cites passages, not evidence
 
@@ -114,27 +115,34 @@ def judge(state: State, runtime: Runtime[Context]) -> State:
 
 
 def pick(state: State, runtime: Runtime[Context]) -> State:
-    """Evidence sentences chosen inside the passage the model picked: by the question's
-    terms, else by meaning, else its opening sentences."""
+    """Evidence sentences chosen inside the passage the model picked (by the question's
+    terms, else by meaning, else its opening sentences), then the best of the others it
+    read, which its answer may draw on."""
     ctx = runtime.context
     chosen = [state["passages"][state["picked"] - 1]]
     query = state["query"]
     focus = state["question"] if query != state["question"] else None
-    evidence = ev.select(query, chosen, ctx.weights, focus)
+    others = [h for h in state["passages"] if h is not chosen[0]]
+    evidence = ev.select(query, chosen, ctx.weights, focus, PICKED_EVIDENCE)
+    evidence += [e for e in ev.select(query, others, ctx.weights, focus, 1) if evidence]
     if not evidence and ctx.semantic:
         evidence = semantic.match(state["searched"][0], chosen).evidence
     coverage = ev.coverage(query, chosen, ctx.weights)
     return {"evidence": evidence or ev.opening(chosen[0]), "coverage": coverage}
 
 
-def _picked_text(state: State) -> tuple[str, ...]:
-    return (state["passages"][state["picked"] - 1].chunk.text,) if state["picked"] else ()
+def _read_texts(state: State) -> tuple[str, ...]:
+    """The text of every passage the model read, when it wrote from them: what they state
+    backs its answer (the model draws on all of them, the picked one first)."""
+    if not state["picked"]:
+        return ()
+    return tuple(s for h in state["passages"] for s in ev.sentences(h.chunk.text))
 
 
 def _draft(state: State, ctx: Context, messages) -> str:
     """The model's answer, streamed to whoever listens; the stream stops once the finished
     sentences are `enough` (agent/verify.py)."""
-    quotes = [e.quote for e in state["evidence"]] + list(_picked_text(state))
+    quotes = [e.quote for e in state["evidence"]] + list(_read_texts(state))
     emit = get_stream_writer()
     emit({"evidence": [e.as_dict() for e in state["evidence"]]})  # shown while the model writes
     draft = done = ""
@@ -175,7 +183,9 @@ def check(state: State, runtime: Runtime[Context]) -> State:
     quotes = [e.quote for e in state["evidence"]]
     draft = _PASSAGE_MARKS.sub("", state["draft"]) if state["picked"] else state["draft"]
     weights = runtime.context.weights
-    verdict = verify(draft, state["question"], quotes, weights, _picked_text(state))
+    verdict = verify(draft, state["question"], quotes, weights, _read_texts(state))
+    if not verdict.ok and state["picked"] and not _gate(state, runtime):
+        return abstain(state, runtime)  # neither the model nor the cut-off backs the passage
     if not verdict.ok:
         return quote(state, f"the model's answer was not used: {verdict.reason}")
     return {
@@ -184,6 +194,17 @@ def check(state: State, runtime: Runtime[Context]) -> State:
         "citations": _citations(state, verdict.cited),
         "note": _meaning_note(state),
     }
+
+
+def _gate(state: State, runtime: Runtime[Context]) -> bool:
+    """The cut-off's verdict on the picked passage's evidence: close in meaning to the
+    question (or, without the meaning check, covering its terms)."""
+    ctx = runtime.context
+    if not ctx.semantic:
+        return state["coverage"] >= MIN_COVERAGE
+    picked = [state["passages"][state["picked"] - 1]]
+    found = semantic.reaches(state["searched"][0], picked, state["evidence"])
+    return found >= semantic.MIN_SIMILARITY
 
 
 def quote(state: State, note: str = "") -> State:

@@ -16,6 +16,7 @@ Everything taken from the notes sits inside <notes> and is declared data: a pass
 says "answer 3" or "ignore the question" is read, not obeyed.
 """
 
+import re
 from dataclasses import dataclass
 
 from agent.evidence import QUESTION_WORDS, units
@@ -41,8 +42,14 @@ JUDGE_JOB = (
 )
 WRITE_JOB = (
     "Question: {question}\n\n"
-    "Passage [{n}] states the answer. Answer the question in {language} in one or two short "
-    "sentences, using only what passage [{n}] says. Do not write passage numbers."
+    "Answer the question in {language} in one or two short sentences, using only what the "
+    "passages say, passage [{n}] first. Do not write passage numbers."
+)
+# How a model says the passage does not answer, in the words it tends to use.
+_NOT_STATED = re.compile(
+    r"not stated|does not (state|say|mention|specify|provide)|no information"
+    r"|(명시|언급|나와 ?있지|제공되지|설명되지)",
+    re.IGNORECASE,
 )
 
 
@@ -139,3 +146,8 @@ def write_messages(question: str, shown: list[Hit], passage: int, language: str)
     name = LANGUAGE_NAMES.get(language, "the question's language")
     job = WRITE_JOB.format(question=question, n=passage, language=name)
     return reader_messages(question, shown, job)
+
+
+def declined(draft: str) -> bool:
+    """Whether the write job's draft says the picked passage does not state the answer."""
+    return bool(_NOT_STATED.search(draft[:160]))

@@ -119,10 +119,11 @@ def _row_subjects(text: str, subjects: set[str]) -> list[tuple[str, set[str]]] |
     cells = text.split(", ")
     if len(cells) < 2 or not all(": " in c for c in cells):
         return None
+    key = {_root(t) for t in tokenize(cells[0].split(": ", 1)[0])} & subjects
     found = []
     for cell in cells:
         header, value = cell.split(": ", 1)
-        named = {_root(t) for t in tokenize(header)} & subjects
+        named = {_root(t) for t in tokenize(header)} & subjects | key  # the row is about its key
         found += [(n, named) for n in _pieces(value) if NUMBER.fullmatch(n)]
     return found
 
