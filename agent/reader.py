@@ -47,8 +47,8 @@ WRITE_JOB = (
 )
 # How a model says the passage does not answer, in the words it tends to use.
 _NOT_STATED = re.compile(
-    r"not stated|does not (state|say|mention|specify|provide)|no information"
-    r"|(명시|언급|나와 ?있지|제공되지|설명되지)",
+    r"not stated|(does|do) not (state|say|mention|specify|provide)|no information"
+    r"|(명시|언급|설명)(되어 있지|되지 않|하지 않)|나와 ?있지 않|제공되지 않",
     re.IGNORECASE,
 )
 

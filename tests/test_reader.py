@@ -9,6 +9,7 @@ from agent.reader import (
     MAX_PASSAGES,
     WRITE_TOKENS,
     Verdict,
+    declined,
     excerpt,
     judge,
     passage_text,
@@ -68,3 +69,11 @@ def test_a_long_chunk_is_shown_by_its_sentences_nearest_the_question():
     assert "Type: IQ2_XXS, Bits per weight: 2.06" in shown
     assert " ... " in shown and len(shown) <= 200 + 16  # a gap, marked
     assert excerpt(text, "IQ3_S?", 200).count("3.44") == 1
+
+
+def test_a_draft_that_declines_is_told_from_one_that_answers():
+    assert declined("not stated")
+    assert declined("The passages do not mention the memory bandwidth.")
+    assert declined("노트에는 층 수가 명시되어 있지 않습니다.")
+    assert not declined("LoRA는 업데이트 행렬 BA를 학습합니다.")
+    assert not declined("논문에서 언급된 값은 65504입니다.")  # mentioning is not declining
