@@ -169,8 +169,8 @@ def generate(state: State, runtime: Runtime[Context]) -> State:
 
 
 def write(state: State, runtime: Runtime[Context]) -> State:
-    """A short answer from the picked passage, asked over the prompt the judge read (so the
-    model evaluates only the new job's tokens)."""
+    """A short answer from the passages the judge read, the picked one first, asked over the
+    prompt the judge read (so the model evaluates only the new job's tokens)."""
     lang = language(state["question"])
     asked = state["searched"][0]
     messages = reader.write_messages(asked, state["passages"], state["picked"], lang)
