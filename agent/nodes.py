@@ -124,7 +124,8 @@ def pick(state: State, runtime: Runtime[Context]) -> State:
     focus = state["question"] if query != state["question"] else None
     others = [h for h in state["passages"] if h is not chosen[0]]
     evidence = ev.select(query, chosen, ctx.weights, focus, PICKED_EVIDENCE)
-    evidence += [e for e in ev.select(query, others, ctx.weights, focus, 1) if evidence]
+    if evidence:
+        evidence += ev.select(query, others, ctx.weights, focus, 1)
     if not evidence and ctx.semantic:
         evidence = semantic.match(state["searched"][0], chosen).evidence
     coverage = ev.coverage(query, chosen, ctx.weights)

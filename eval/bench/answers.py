@@ -27,8 +27,9 @@ import numpy as np
 
 from agent.graph import Agent
 from agent.verify import has_repeat
+from eval.answers_per_rung import decisions
 from eval.dataset import Question, load_questions
-from eval.paired_bootstrap import draws, interval
+from eval.paired_bootstrap import DECISIONS, draws, interval
 from eval.scoring import ROWS, cited_right, keyword_hit, make_agent, ordered
 from retrieval.paths import SAMPLE_CORPUS, bitrag_home
 from retrieval.store import open_index
@@ -88,7 +89,7 @@ def summarize(records: list[dict]) -> dict:
         return round(sum(1 for i in items if test(i)) / len(items), 3) if items else None
 
     return {
-        **_decisions(answerable, unanswerable, rate),
+        **_decisions(records),
         "n": len(records),
         "keyword_hit": rate(answerable, _hit),
         "answered": rate(answerable, lambda r: not r["result"]["abstained"]),
@@ -102,23 +103,16 @@ def summarize(records: list[dict]) -> dict:
     }
 
 
-def _decisions(answerable: list[dict], unanswerable: list[dict], rate) -> dict:
-    """The reader's decisions, for the questions it judged."""
-    judged = [r for r in answerable if r["result"].get("reader")]
-    refused = [r for r in unanswerable if r["result"].get("reader")]
-    drafted = [r for r in answerable + unanswerable if r["result"]["draft"]]
-    holds = [r for r in judged if r["picked"] and keyword_hit(r["picked"], r["question"])]
-    return {
-        "judged": len(judged) + len(refused),
-        "judge_answerable": rate(judged, lambda r: r["picked"] is not None),
-        "judge_unanswerable": rate(refused, lambda r: r["picked"] is None),
-        "pick_right": round(len(holds) / len(judged), 3) if judged else None,
-        "draft_hit": rate(
-            [r for r in drafted if r["question"].answerable],
-            lambda r: keyword_hit(r["result"]["draft"], r["question"]),
-        ),
-        "drafts_kept": rate(drafted, lambda r: r["result"]["mode"] == "generated"),
-    }
+def _decisions(records: list[dict]) -> dict:
+    """The reader's decisions (eval.answers_per_rung.decisions), averaged where they apply."""
+    scored = [decisions(r["result"] | {"picked_text": r["picked"]}, r["question"]) for r in records]
+
+    def mean(key: str) -> float | None:
+        values = [s[key] for s in scored if s[key] is not None]
+        return round(sum(values) / len(values), 3) if values else None
+
+    judged = sum(1 for r in records if r["result"].get("reader"))
+    return {"judged": judged, **{key: mean(key) for key in DECISIONS}}
 
 
 def versus_evidence(raw: dict[str, list[dict]]) -> dict[str, dict]:
