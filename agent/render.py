@@ -31,6 +31,13 @@ def show_answer(
         echo(f"tool: {tool['name']}({tool['args']}){where} -> {tool['output']}")
 
 
+# Said under a streamed draft that the check did not keep, by what the turn ended with.
+TAKEN_BACK = {
+    "quoted": "(that answer was not supported by the notes; quoting them instead)",
+    "abstained": "(that answer was not supported by the notes, so bitrag does not answer)",
+}
+
+
 def answer_live(
     ask: Callable[[Callable[[str], None], Callable[[list[dict]], None]], dict],
     echo: Callable[[str], None],
@@ -53,7 +60,7 @@ def answer_live(
     if streamed:
         write("\n")
         if result["mode"] != "generated":
-            echo("(that answer was not supported by the notes; quoting them instead)")
+            echo(TAKEN_BACK[result["mode"]])
     answer_shown = result["mode"] == "generated" and bool(streamed)
     evidence_shown = bool(shown) and shown[-1] == result["evidence"]
     show_answer(result, echo, answer_shown, evidence_shown)

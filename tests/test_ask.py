@@ -81,3 +81,26 @@ def test_a_source_outside_the_indexed_root_is_shown_under_home(tmp_path, monkeyp
     assert where(source + "#3", source, None) == "~/notes/a.md#3"
     assert where(source + "#3", source, tmp_path / "notes") == "a.md#3"
     assert where("/srv/x.md#0", "/srv/x.md", Path("/")) == "/srv/x.md#0"
+
+
+def test_a_streamed_draft_that_ends_in_abstention_is_taken_back_as_such():
+    from agent.render import answer_live
+
+    evidence = [{"quote": "LoRA trains A and B.", "chunk_id": "a.md#0", "where": "a.md#0"}]
+    said: list[str] = []
+
+    def ask(on_token, on_evidence):
+        on_evidence(evidence)
+        on_token("It trains C.")
+        answer = "The notes do not answer this."
+        return {"mode": "abstained", "answer": answer, "note": "", "evidence": []}
+
+    answer_live(ask, said.append, said.append)
+    assert said == [
+        '[1] "LoRA trains A and B."',
+        "    a.md#0",
+        "It trains C.",
+        "\n",
+        "(that answer was not supported by the notes, so bitrag does not answer)",
+        "The notes do not answer this.",
+    ]
