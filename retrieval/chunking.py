@@ -136,13 +136,23 @@ def _split_long(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return windows
 
 
+def _keep_bare_title(section: _Section, title_end: int, next_level: int) -> None:
+    """A heading with no body whose next heading is not below it would be in no chunk's text
+    or heading path (a file of heading lines only would give no chunk): its line is its body."""
+    if section.path and not section.pieces and section.path[-1][0] >= next_level:
+        section.pieces.append((section.head, title_end))
+
+
 def _sections(text: str, kind: str) -> list[_Section]:
     """The page's sections in order, each with its body packed into pieces of <= MAX_CHARS."""
     sections = [_Section((), 0, [])]
+    title_end = 0
     for start, end, heading in _blocks(text, kind):
         if heading:
+            _keep_bare_title(sections[-1], title_end, heading[0])
             path = tuple(h for h in sections[-1].path if h[0] < heading[0]) + (heading,)
             sections.append(_Section(path, start, []))
+            title_end = end
             continue
         pieces = sections[-1].pieces
         if not sections[-1].path and not pieces:
@@ -152,6 +162,7 @@ def _sections(text: str, kind: str) -> list[_Section]:
                 pieces[-1] = (pieces[-1][0], e)
             else:
                 pieces.append((s, e))
+    _keep_bare_title(sections[-1], title_end, 0)
     return sections
 
 

@@ -3,14 +3,18 @@
 Each file is read once as bytes: the sha256 of those bytes decides whether an
 unchanged file can be skipped before any parsing happens. A document is named by its
 resolved path, so the same file reached through a symlink or `..` is one document.
+A folder that cannot be listed is reported, and the notes already indexed under it are
+still tried one by one, so the rule for an unreadable file holds for them (their chunks stay).
+Text is UTF-8 (a BOM is dropped), or UTF-16/UTF-32 when a BOM says so.
 """
 
+import codecs
 import errno
 import hashlib
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -55,10 +59,14 @@ class RawFile:
     sha256: str
 
 
-def iter_candidates(roots: list[Path]) -> Iterator[Path]:
-    """Each file under the roots once, by its resolved path (a symlink loop stays as it is)."""
+def iter_candidates(roots: list[Path], known: Collection[str] = ()) -> Iterator[Path | Skipped]:
+    """Each file under the roots once, by its resolved path (a symlink loop stays as it is).
+    A folder that cannot be listed comes as a Skipped, followed by the `known` sources under it."""
     seen: set[Path] = set()
-    for path in _walk(roots):
+    for path in _walk(roots, known):
+        if isinstance(path, Skipped):
+            yield path
+            continue
         real = resolved(path)
         if real not in seen:
             seen.add(real)
@@ -73,17 +81,29 @@ def resolved(path: Path) -> Path:
         return path
 
 
-def _walk(roots: list[Path]) -> Iterator[Path]:
+def _walk(roots: list[Path], known: Collection[str]) -> Iterator[Path | Skipped]:
     """Files under the roots (not following directory symlinks, skipping hidden entries)."""
     for root in roots:
         if not root.is_dir():
             yield root
             continue
-        for folder, dirs, files in os.walk(root):
+        failed: list[OSError] = []  # os.walk reports a folder it cannot list here, then goes on
+        for folder, dirs, files in os.walk(root, onerror=failed.append):
+            yield from _unlisted(failed, known)
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 if not name.startswith("."):
                     yield Path(folder) / name
+        yield from _unlisted(failed, known)
+
+
+def _unlisted(failed: list[OSError], known: Collection[str]) -> Iterator[Path | Skipped]:
+    """Each folder that could not be listed, then the known sources under it (to be read)."""
+    while failed:
+        exc = failed.pop(0)
+        folder = Path(exc.filename)
+        yield Skipped(str(folder), f"unreadable folder: {exc.strerror or exc}")
+        yield from sorted(Path(s) for s in known if folder in Path(s).parents)
 
 
 def read_raw(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> RawFile | Skipped:
@@ -156,13 +176,26 @@ def parse(raw: RawFile) -> Document | Skipped:
     return Document(str(raw.path), kind, pages)
 
 
+# (BOM, codec, name); the UTF-32 LE BOM starts with the UTF-16 LE one, so it comes first
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32", "UTF-32"),
+    (codecs.BOM_UTF32_BE, "utf-32", "UTF-32"),
+    (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"),
+)
+
+
 def _decode(data: bytes, kind: str) -> str:
-    if b"\x00" in data:
+    utf8 = ("utf-8-sig", "UTF-8")  # drops a UTF-8 BOM; the utf-16/32 codecs drop theirs
+    codec, name = next(((c, n) for bom, c, n in _BOMS if data.startswith(bom)), utf8)
+    if codec == "utf-8-sig" and b"\x00" in data:
         raise ValueError("binary content")
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode(codec)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
+        raise ValueError(f"not valid {name} (byte {exc.start})") from None
+    if "\x00" in text:
+        raise ValueError("binary content")
     return html_to_text(text) if kind == "html" else text
 
 

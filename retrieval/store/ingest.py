@@ -3,7 +3,8 @@ the new and changed ones, and publish the result as a new generation under the w
 A crash or kill mid-ingest leaves CURRENT at the previous complete generation and its
 finished files' embeddings in cache/, so the next ingest re-embeds only the rest. An ingest
 first checks that the folder takes new files, so a read-only folder is one line before any
-embedding is done."""
+embedding is done. A folder that cannot be listed is reported, and its indexed notes are kept
+like unreadable files; a document that yields no chunks is reported, never counted as added."""
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -58,10 +59,11 @@ class _Scan:
     """What one ingest found under its roots: every document it keeps and the ones to parse."""
 
     old_docs: dict[str, str]
+    chunked: set[str]  # old documents that have chunks (an older bitrag indexed some with none)
     report: IngestReport
     docs: dict[str, str] = field(default_factory=dict)  # source -> sha256
     owners: dict[str, str] = field(default_factory=dict)  # sha256 -> source taken first
-    fresh: list[Document] = field(default_factory=list)
+    fresh: list[tuple[Document, list[Chunk]]] = field(default_factory=list)
 
     def skip(self, skipped: Skipped) -> None:
         """Report a file; one that is still there but unreadable now keeps its old chunks."""
@@ -77,7 +79,7 @@ class _Scan:
         if raw.sha256 in self.owners:
             reason = f"duplicate of {self.owners[raw.sha256]}"
             self.report.skipped.append({"path": source, "reason": reason})
-        elif self.old_docs.get(source) == raw.sha256:
+        elif self.old_docs.get(source) == raw.sha256 and source in self.chunked:
             self.report.unchanged += 1
             self._take(source, raw.sha256)
         else:
@@ -85,27 +87,31 @@ class _Scan:
 
     def _parse(self, raw: RawFile) -> None:
         parsed = parse(raw)
+        chunks = chunking.chunk_document(parsed) if isinstance(parsed, Document) else []
         if isinstance(parsed, Skipped):
             self.skip(parsed)
-            return
-        self.report.updated += parsed.source in self.old_docs
-        self.report.added += parsed.source not in self.old_docs
-        self.fresh.append(parsed)
-        self._take(parsed.source, raw.sha256)
+        elif not chunks:  # text that no chunk holds would be lost without a word
+            self.skip(Skipped(parsed.source, "no indexable text (it yields no chunks)"))
+        else:
+            self.report.updated += parsed.source in self.old_docs
+            self.report.added += parsed.source not in self.old_docs
+            self.fresh.append((parsed, chunks))
+            self._take(parsed.source, raw.sha256)
 
     def _take(self, source: str, sha256: str) -> None:
         self.docs[source] = sha256
         self.owners.setdefault(sha256, source)
 
 
-def _scan(roots, old_docs, max_bytes, report, progress) -> _Scan:
+def _scan(roots, old: Index | None, max_bytes, report, progress) -> _Scan:
     """Hash every candidate file; parse only the new and changed ones."""
-    files = list(iter_candidates(roots))
-    scan = _Scan(old_docs, report)
+    old_docs = old.docs if old else {}
+    files = list(iter_candidates(roots, old_docs))
+    scan = _Scan(old_docs, {c.source for c in old.chunks} if old else set(), report)
     for n, path in enumerate(files, 1):
         if progress:
             progress("reading", n, len(files))
-        raw = read_raw(path, max_bytes)
+        raw = path if isinstance(path, Skipped) else read_raw(path, max_bytes)
         if isinstance(raw, RawFile):
             scan.add(raw)
         else:
@@ -131,7 +137,7 @@ def ingest(
             old.require_embedder(embedder)
         old_docs = old.docs if old else {}
         report = IngestReport()
-        scan = _scan(roots, old_docs, max_bytes, report, progress)
+        scan = _scan(roots, old, max_bytes, report, progress)
         scanned, fresh = scan.docs, scan.fresh
         report.removed = sum(1 for s in old_docs if _under(s, roots) and s not in scanned)
         if old and not fresh and not report.removed:  # nothing changed: keep the generation
@@ -167,15 +173,17 @@ def _embedded_text(chunk: Chunk) -> str:
 
 
 def _add_fresh(
-    rows: IndexRows, fresh: list[Document], cache: EmbedCache, hashes: dict[str, str], progress
+    rows: IndexRows,
+    fresh: list[tuple[Document, list[Chunk]]],
+    cache: EmbedCache,
+    hashes: dict[str, str],
+    progress,
 ) -> None:
-    """Chunk, tokenize and embed the new documents; finished files' embeddings go to cache/."""
-    chunked = [chunking.chunk_document(doc) for doc in fresh]
+    """Tokenize and embed the new documents' chunks; finished files' embeddings go to cache/."""
     files = [
-        FileTexts(hashes[doc.source], [_embedded_text(c) for c in chunks])
-        for doc, chunks in zip(fresh, chunked, strict=True)
+        FileTexts(hashes[doc.source], [_embedded_text(c) for c in chunks]) for doc, chunks in fresh
     ]
-    new = [c for chunks in chunked for c in chunks]
+    new = [c for _, chunks in fresh for c in chunks]
     texts = [t for f in files for t in f.texts]
     done = 0
 
