@@ -1,11 +1,13 @@
 """The ``agent`` MCP server: ``ask`` runs bitrag's whole agent graph and returns what
 ``bitrag ask --json`` prints (answer, mode, evidence, citations, abstained, route, tool, ...).
 
-One ``AgentService`` per server: the index and the model are loaded once, when the server starts,
-and shared by every call. Calls run concurrently in FastMCP's worker threads; the model itself is
-used by one call at a time (``agent.runtime.llm`` locks it), so concurrent questions
-queue for generation while their retrieval runs in parallel. Until the first call has finished,
-calls run one at a time too, so the lazily loaded parts (dense ranker, e5 embedder) load once.
+One ``AgentService`` per server: the index and the model are loaded once, in a background thread
+started with the server (``mcp_servers.loading``: ``initialize`` is answered at once, a call
+waits for them, bounded), and shared by every call. Calls run concurrently in FastMCP's worker
+threads; the model itself is used by one call at a time (``agent.runtime.llm`` locks it), so
+concurrent questions queue for generation while their retrieval runs in parallel. Until the
+first call has finished, calls run one at a time too, so the lazily loaded parts (dense ranker,
+e5 embedder) load once.
 
 Without ``session`` a call stands alone; with one, the conversation is kept in
 $BITRAG_HOME/sessions.sqlite, the same store as ``bitrag ask --session NAME``. The server uses
@@ -21,6 +23,8 @@ from fastmcp import FastMCP
 from pydantic import Field
 
 from mcp_servers.errors import ErrorMiddleware, ToolArgumentError, guarded
+from mcp_servers.index_build import ensure_index
+from mcp_servers.loading import Loading, Note
 
 INSTRUCTIONS = (
     "Answers questions about the user's own notes (offline, bitrag). Call `ask` with a "
@@ -33,6 +37,32 @@ MAX_SESSION_CHARS = 100
 ASK_TIMEOUT_S = 600.0
 
 
+class _Loaded:
+    """The index (built from the sample corpus first when absent), the model and the graph."""
+
+    def __init__(
+        self,
+        directory: Path,
+        default_corpus: Path | None,
+        model: str | None,
+        llm_url: str | None,
+        note: Note,
+    ) -> None:
+        from agent.assemble import make_agent
+        from agent.graph import Agent
+        from retrieval.store import Index
+        from retrieval.tokenize import tokenize
+
+        ensure_index(directory, default_corpus, note)
+        note("loading the index")
+        index = Index.load(directory)
+        note("loading the model")
+        self.sessions = make_agent(index, model, llm_url, session="mcp")  # SQLite store
+        self.single = Agent(self.sessions.context, None)  # no store: each call stands alone
+        _ = index.bm25, self.sessions.context.llm  # load them now, once
+        tokenize("한국어 warm up")
+
+
 class AgentService:
     """One loaded agent (index, model, graph) shared by every call of the server."""
 
@@ -43,22 +73,15 @@ class AgentService:
         model: str | None = None,
         llm_url: str | None = None,
     ) -> None:
-        from agent.assemble import make_agent
-        from agent.graph import Agent
-        from retrieval.store import open_index
-        from retrieval.tokenize import tokenize
-
-        index = open_index(directory, default_corpus)
-        self._sessions = make_agent(index, model, llm_url, session="mcp")  # SQLite store
-        self._single = Agent(self._sessions.context, None)  # no store: each call stands alone
-        _ = index.bm25, self._sessions.context.llm  # load them now, once
-        tokenize("한국어 warm up")
+        self._loading = Loading(
+            "the agent", lambda note: _Loaded(directory, default_corpus, model, llm_url, note)
+        )
         self._warm_lock = threading.Lock()
         self._warm = False
 
     @property
     def model_name(self) -> str:
-        return self._sessions.context.llm.name
+        return self._loading.get().sessions.context.llm.name
 
     def ask(self, question: str, session: str | None = None) -> dict[str, Any]:
         question = question.strip()
@@ -70,17 +93,19 @@ class AgentService:
             )
         if session is not None and not (0 < len(session.strip()) <= MAX_SESSION_CHARS):
             raise ToolArgumentError(f"session must be 1 to {MAX_SESSION_CHARS} characters")
+        loaded = self._loading.get()
         if self._warm:
-            return self._run(question, session)
+            return _run(loaded, question, session)
         with self._warm_lock:
-            result = self._run(question, session)
+            result = _run(loaded, question, session)
             self._warm = True
             return result
 
-    def _run(self, question: str, session: str | None) -> dict[str, Any]:
-        if session is None:
-            return self._single.ask(question)
-        return self._sessions.ask(question, session.strip())
+
+def _run(loaded: _Loaded, question: str, session: str | None) -> dict[str, Any]:
+    if session is None:
+        return loaded.single.ask(question)
+    return loaded.sessions.ask(question, session.strip())
 
 
 def build_agent_server(service: AgentService) -> FastMCP:

@@ -1,18 +1,23 @@
 """Indexed documents as MCP resources: ``bitrag://document/<id>``, listed from the live index.
 
 A provider (rather than resources registered once) so that documents added by an ingest show
-up in ``resources/list`` without restarting the server.
+up in ``resources/list`` without restarting the server. While the index is still being built,
+the list is empty (after waiting up to ``LIST_WAIT_S``, in a worker thread).
 """
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
 from fastmcp.resources import Resource, ResourceTemplate
 from fastmcp.server.providers import Provider
+from fastmcp.utilities.components import FastMCPComponent
 
+from mcp_servers.loading import StillLoading
 from mcp_servers.retrieval_service import RetrievalService
 
 URI_PREFIX = "bitrag://document/"
+LIST_WAIT_S = 10.0  # hosts list resources right after initialize: do not hold them long
 
 
 class DocumentProvider(Provider):
@@ -34,8 +39,17 @@ class DocumentProvider(Provider):
             mime_type="text/markdown",
         )
 
+    async def get_tasks(self) -> Sequence[FastMCPComponent]:
+        """None: documents are no background tasks (and the server asks for these as it starts,
+        before the index is loaded)."""
+        return []
+
     async def _list_resources(self) -> Sequence[Resource]:
-        return [self._resource(doc_id, source) for doc_id, source in self.service.documents()]
+        try:
+            documents = await anyio.to_thread.run_sync(self.service.documents, LIST_WAIT_S)
+        except StillLoading:
+            return []
+        return [self._resource(doc_id, source) for doc_id, source in documents]
 
     async def _list_resource_templates(self) -> Sequence[ResourceTemplate]:
         def read_document(doc_id: str) -> str:

@@ -18,7 +18,8 @@ from mcp_servers.retrieval_service import MAX_K, RetrievalService
 INSTRUCTIONS = (
     "Searches the user's own notes indexed by bitrag (offline). Call `search` with a question "
     "or keywords; cite results by their `source` and `chunk_id`. `get_chunk` returns one chunk "
-    "in full; `list_sources` lists the indexed documents."
+    "in full; `list_sources` lists the indexed documents. On a first start the index is built "
+    "in the background: a call that says so succeeds when retried a little later."
 )
 RetrieverName = Literal["hybrid", "bm25", "dense", "faiss"]
 READ_ONLY = {"readOnlyHint": True, "openWorldHint": False}
@@ -88,8 +89,7 @@ def build_retrieval_server(service: RetrievalService) -> FastMCP:
         """A prompt holding the top chunks for a question, asking for an answer citing them."""
         rows = service.search(question, min(max(k, 1), MAX_K))["results"]
         notes = "\n\n".join(
-            f"[{n}] ({row['chunk_id']})\n{row['text']}"
-            for n, row in enumerate(rows, 1)
+            f"[{n}] ({row['chunk_id']})\n{row['text']}" for n, row in enumerate(rows, 1)
         )
         return CITATION_PROMPT.format(question=question, notes=notes or "(no matching notes)")
 

@@ -1,13 +1,18 @@
 """The retrieval server's state: one loaded index, shared by every concurrent call.
 
-The index is loaded once when the server starts. Its heavy parts (BM25 matrix, Kiwi, FAISS
-index, the embedder) load on the first search that needs them, under a lock, so
-concurrent first calls do not each load them (16 threads building Kiwi at once stalled every
-first call for about 5 s); later searches run in parallel without the lock. When
+The index is loaded once, in a background thread started with the server (built from the
+sample corpus first when the default index does not exist yet), so the server answers
+``initialize`` at once; a call waits for it, bounded (``mcp_servers.loading``). Its heavy
+parts (BM25 matrix, Kiwi, FAISS index, the embedder) load on the first search that needs them,
+under a lock, so concurrent first calls do not each load them (16 threads building Kiwi at once
+stalled every first call for about 5 s); later searches run in parallel without the lock. When
 ``bitrag ingest`` (or this server's own ``ingest`` tool) switches the index to a new generation,
-the next call notices, at most every ``RECHECK_S`` seconds, and reloads.
+the next call notices, at most every ``RECHECK_S`` seconds, and reloads. The ``ingest`` tool
+reads only inside its roots: a path whose real path leaves them, or a folder holding a symlink
+that does, is refused.
 """
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,15 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from mcp_servers.errors import ToolArgumentError
+from mcp_servers.index_build import ensure_index
+from mcp_servers.loading import WAIT_S, Loading, Note
 from retrieval.chunking import Chunk
 from retrieval.embedders.embedder import embed
 from retrieval.errors import UserError
-from retrieval.store import RETRIEVERS, Index, Retriever, ingest, open_index
+from retrieval.store import RETRIEVERS, Index, Retriever, ingest
 from retrieval.tokenize import tokenize
 
 RECHECK_S = 2.0  # how often a call may look at CURRENT for a newer generation
 MAX_K = 50
 MAX_QUERY_CHARS = 2000
+MAX_SHOWN = 5  # symlinks named in a refused ingest
 
 
 def document_id(sha256: str) -> str:
@@ -71,17 +79,29 @@ class RetrievalService:
         self.directory = directory
         self.ingest_roots = [r.expanduser().resolve() for r in ingest_roots or []]
         self._lock = threading.Lock()
-        self._state = _loaded(open_index(directory, default_corpus))
-        self._generation = self._state.index.generation.name
+        self._state: _Loaded
+        self._generation = ""
         self._checked = time.monotonic()
+        self._loading = Loading("the index", lambda note: self._first_load(default_corpus, note))
 
     # -- loading -------------------------------------------------------------------------
+
+    def _first_load(self, default_corpus: Path | None, note: Note) -> None:
+        ensure_index(self.directory, default_corpus, note)
+        note("loading it")
+        self._reload()
+        self._checked = time.monotonic()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the index is loaded (None: however long it takes)."""
+        self._loading.get(timeout)
 
     @property
     def index(self) -> Index:
         return self._current().index
 
-    def _current(self) -> _Loaded:
+    def _current(self, wait: float = WAIT_S) -> _Loaded:
+        self._loading.get(wait)
         now = time.monotonic()
         if now - self._checked >= RECHECK_S:
             self._checked = now
@@ -165,9 +185,9 @@ class RetrievalService:
         ]
         return {"sources": rows, "documents": len(rows), "chunks": len(state.index.chunks)}
 
-    def documents(self) -> list[tuple[str, str]]:
-        """(document id, source) for every indexed document."""
-        docs = self._current().index.docs
+    def documents(self, wait: float = WAIT_S) -> list[tuple[str, str]]:
+        """(document id, source) for every indexed document (waiting up to `wait` s for it)."""
+        docs = self._current(wait).index.docs
         return [(document_id(sha), source) for source, sha in sorted(docs.items())]
 
     def document_text(self, doc_id: str) -> str:
@@ -183,6 +203,17 @@ class RetrievalService:
         raise ToolArgumentError(f"no document {doc_id!r}; list_sources shows the documents")
 
     def ingest(self, path: str) -> dict[str, Any]:
+        real = self._ingest_target(path)
+        self._loading.get()
+        try:
+            report = ingest([real], self.directory).as_dict()
+        except UserError as exc:
+            raise ToolArgumentError(str(exc)) from None
+        self._reload()
+        return report
+
+    def _ingest_target(self, path: str) -> Path:
+        """The real path to ingest: inside a root, and with no file under it linking out."""
         if not self.ingest_roots:
             raise ToolArgumentError(
                 "ingest is off on this server: start it with --allow-ingest ROOT to allow it"
@@ -191,14 +222,34 @@ class RetrievalService:
         if not target.is_absolute():
             target = self.ingest_roots[0] / target
         real = target.resolve()
-        if not any(real == root or root in real.parents for root in self.ingest_roots):
-            allowed = ", ".join(str(r) for r in self.ingest_roots)
+        allowed = ", ".join(str(r) for r in self.ingest_roots)
+        if not _inside(real, self.ingest_roots):
             raise ToolArgumentError(f"{path} is outside the folders ingest may read ({allowed})")
         if not real.exists():
             raise ToolArgumentError(f"no such file or directory: {real}")
-        try:
-            report = ingest([real], self.directory).as_dict()
-        except UserError as exc:
-            raise ToolArgumentError(str(exc)) from None
-        self._reload()
-        return report
+        if links := _links_out(real, self.ingest_roots):
+            shown = ", ".join(links[:MAX_SHOWN]) + (" ..." if len(links) > MAX_SHOWN else "")
+            raise ToolArgumentError(
+                f"{path} holds {len(links)} symlink(s) leading outside the folders ingest may "
+                f"read ({allowed}): {shown}; remove them, or ingest a folder without them"
+            )
+        return real
+
+
+def _inside(real: Path, roots: list[Path]) -> bool:
+    return any(real == root or root in real.parents for root in roots)
+
+
+def _links_out(folder: Path, roots: list[Path]) -> list[str]:
+    """The files ingest would read under `folder` (it skips hidden names and does not enter
+    linked folders) whose real path leaves every root, relative to `folder`."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(parent, name)
+            if not name.startswith(".") and not _inside(Path(os.path.realpath(path)), roots):
+                found.append(str(path.relative_to(folder)))
+    return sorted(found)

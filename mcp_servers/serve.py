@@ -1,4 +1,9 @@
-"""Build one of bitrag's MCP servers by name and run it over stdio or streamable HTTP."""
+"""Build one of bitrag's MCP servers by name and run it over stdio or streamable HTTP.
+
+Building a server is quick: the index (and the agent's model) load in a background thread
+(``mcp_servers.loading``), so ``initialize`` is answered at once. A client that goes away (it
+closes stdin, or its end of the pipe, or drops the connection) ends the server quietly.
+"""
 
 import os
 import sys
@@ -8,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import anyio
 from fastmcp import FastMCP
 
 from mcp_servers.auth import BearerTokenMiddleware, bind_problem
@@ -15,6 +21,7 @@ from retrieval.errors import UserError
 from retrieval.paths import SAMPLE_CORPUS, default_index_dir
 
 Transport = Literal["stdio", "http"]
+GONE = (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 MCP_PATH = "/mcp"
 
 
@@ -42,15 +49,24 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _index_source(options: ServeOptions) -> tuple[Path, Path | None]:
+    """The index directory, and the corpus to build it from when absent (the default only)."""
+    if options.index is None:
+        return default_index_dir(), SAMPLE_CORPUS
+    if not (options.index / "CURRENT").is_file():  # said now, not on the first tool call
+        hint = f"run `bitrag ingest PATH --index {options.index}`"
+        raise UserError(f"no index at {options.index}: {hint}")
+    return options.index, None
+
+
 def _retrieval(options: ServeOptions) -> FastMCP:
     from mcp_servers.retrieval_server import build_retrieval_server
     from mcp_servers.retrieval_service import RetrievalService
 
-    directory = options.index or default_index_dir()
-    corpus = None if options.index else SAMPLE_CORPUS
     for root in options.allow_ingest:
         if not root.expanduser().is_dir():
             raise UserError(f"--allow-ingest {root}: not a folder")
+    directory, corpus = _index_source(options)
     return build_retrieval_server(RetrievalService(directory, corpus, options.allow_ingest))
 
 
@@ -65,8 +81,7 @@ def _tools(options: ServeOptions) -> FastMCP:
 def _agent(options: ServeOptions) -> FastMCP:
     from mcp_servers.agent_server import AgentService, build_agent_server
 
-    directory = options.index or default_index_dir()
-    corpus = None if options.index else SAMPLE_CORPUS
+    directory, corpus = _index_source(options)
     return build_agent_server(AgentService(directory, corpus, options.model))
 
 
@@ -97,7 +112,9 @@ def serve(
         raise UserError(problem)
     server = build(name, options)
     if transport == "stdio":
-        server.run(transport="stdio", show_banner=False, log_level="WARNING")
+        _until_client_leaves(
+            lambda: server.run(transport="stdio", show_banner=False, log_level="WARNING")
+        )
         return
     from starlette.middleware import Middleware
 
@@ -105,14 +122,32 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     guard = "bearer token required" if token else "no token: loopback only"
     print(f"bitrag {name} MCP server on http://{shown}:{port}{MCP_PATH} ({guard})", file=sys.stderr)
-    server.run(
-        transport="http",
-        host=host,
-        port=port,
-        path=MCP_PATH,
-        show_banner=False,
-        log_level="WARNING",
-        middleware=middleware,
-        host_origin_protection="auto",
-        uvicorn_config={"access_log": False},
+    _until_client_leaves(
+        lambda: server.run(
+            transport="http",
+            host=host,
+            port=port,
+            path=MCP_PATH,
+            show_banner=False,
+            log_level="WARNING",
+            middleware=middleware,
+            host_origin_protection="auto",
+            uvicorn_config={"access_log": False},
+        )
     )
+
+
+def _until_client_leaves(run: Callable[[], None]) -> None:
+    """Run the server; a client that went away mid-reply ends it quietly, not with a traceback."""
+    try:
+        run()
+    except BaseException as exc:
+        if not _client_gone(exc):
+            raise
+
+
+def _client_gone(exc: BaseException) -> bool:
+    """A closed pipe or connection, alone or as every leaf of an ExceptionGroup."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_client_gone(e) for e in exc.exceptions)
+    return isinstance(exc, GONE)

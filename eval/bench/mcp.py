@@ -175,6 +175,7 @@ def bench(
     texts = queries(n)
     directory = Path(index) if index else default_index_dir()
     service = RetrievalService(directory, None if index else SAMPLE_CORPUS)  # builds if absent
+    service.wait()  # it loads in the background; the server started next must find it built
     port = _free_port()
     with tempfile.TemporaryFile("w+") as log:
         process = start_server(index, port, log)

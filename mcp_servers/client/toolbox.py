@@ -97,7 +97,7 @@ class McpToolbox:
         )
         self._thread.start()
         atexit.register(_close_quietly, weakref.ref(self))
-        warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+        warn = warn or _stderr
         for problem in config.problems:
             warn(problem)
         self._start_all(warn)
@@ -237,11 +237,25 @@ def _close_quietly(ref: "weakref.ref[McpToolbox]") -> None:
 
 
 def open_toolbox(given: str | Path | None, warn: Warn | None = None) -> McpToolbox | None:
-    """The MCP tools of --mcp-config (or BITRAG_HOME/mcp.json), started; None without a file."""
+    """The MCP tools of --mcp-config (or BITRAG_HOME/mcp.json), started; None without a file.
+    BITRAG_HOME's mcp.json, which every `ask` and `chat` reads unasked, is named in one line
+    when it cannot be read and left out, as a server that does not start is; a given
+    --mcp-config that cannot be read is the command's error."""
     path = config_path(given)
     if path is None:
         return None
-    return McpToolbox(load_config(path), warn)
+    try:
+        config = load_config(path)
+    except UserError as exc:
+        if given:
+            raise
+        (warn or _stderr)(f"{exc}; going on without its servers (fix it, or move it aside)")
+        return None
+    return McpToolbox(config, warn)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def probe(given: str | Path | None) -> dict[str, Any]:
