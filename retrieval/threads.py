@@ -9,9 +9,13 @@ running on (Linux /proc/loadavg's runnable tasks, less this process's own) and i
 before every request, so a job that starts later slows bitrag down, not to a crawl.
 Torch's pool behaves the same way: with another job on both cores, one e5 query took
 976 ms on 2 threads and 44 ms on 1, so embeddings follow the same count.
+A setting above the cores this process may run on (its CPU affinity) is clamped to them,
+said once on stderr: 999 threads on 2 cores made one `ask` run for minutes.
 """
 
 import os
+import sys
+from functools import cache
 from pathlib import Path
 
 from retrieval.errors import UserError
@@ -41,16 +45,44 @@ def _own_running() -> int:
     return max(1, running)  # at least the thread reading this
 
 
+def cores() -> int:
+    """The cores this process may run on: its CPU affinity, else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity call on this platform
+        return os.cpu_count() or 1
+
+
 def idle_cores() -> int:
     """Cores not running another process's task now (at least 1, at most all of them)."""
-    cores = os.cpu_count() or 1
+    usable = cores()
     try:
         running = int(LOADAVG.read_text().split()[3].split("/")[0])
     except (OSError, IndexError, ValueError):
-        return cores
+        return usable
     others = max(0, running - _own_running())
-    return max(1, min(cores, cores - others))
+    return max(1, min(usable, usable - others))
+
+
+@cache
+def _say_clamped(asked: int, available: int) -> None:
+    """Once per process: the setting is more than the cores there are."""
+    print(
+        f"bitrag: {asked} threads asked for (--threads or BITRAG_THREADS), but only "
+        f"{available} cores are available; using {available}",
+        file=sys.stderr,
+    )
+
+
+def clamped(asked: int) -> int:
+    """`asked`, at most the cores there are (said once on stderr when it is more)."""
+    available = cores()
+    if asked <= available:
+        return asked
+    _say_clamped(asked, available)
+    return available
 
 
 def threads() -> int:
-    return configured() or idle_cores()
+    asked = configured()
+    return idle_cores() if asked is None else clamped(asked)

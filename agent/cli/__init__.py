@@ -17,7 +17,7 @@ from agent.cli.common import BitragGroup
 @click.option(
     "--threads",
     type=click.IntRange(1),
-    help="llama.cpp threads (or $BITRAG_THREADS; default: the cores idle right now).",
+    help="llama.cpp threads (or $BITRAG_THREADS; at most the cores; default: the cores idle now).",
 )
 def cli(debug: bool, threads: int | None) -> None:
     """Private, offline question answering over your own documents."""

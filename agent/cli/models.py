@@ -43,13 +43,22 @@ def models_list(as_json: bool) -> None:
 @click.argument("path")
 @click.option("--name", help="Short name for --model (default: the file name).")
 @click.option("--languages", default="", help="Languages known to work, e.g. en,ko.")
+@click.option("--force", is_flag=True, help="Re-point a name that already names another file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def models_add(path: str, name: str | None, languages: str, as_json: bool) -> None:
+def models_add(path: str, name: str | None, languages: str, force: bool, as_json: bool) -> None:
     """Register your own GGUF file."""
     from agent.runtime.models import add_model
 
     langs = [x.strip() for x in languages.split(",") if x.strip()]
-    _show_models([add_model(Path(path), name, langs)], as_json)
+    _show_models([_said_replaced(add_model(Path(path), name, langs, force=force))], as_json)
+
+
+def _said_replaced(row: dict) -> dict:
+    """The row, after a line on stderr when its name used to name another file."""
+    if "replaced" in row:
+        message = f"model name {row['name']!r} now names {row['path']}, not {row['replaced']}"
+        click.echo(message, err=True)
+    return row
 
 
 @models.command("install")
@@ -59,7 +68,8 @@ def models_install(name: str, as_json: bool) -> None:
     """Download, verify and register an opt-in model pack (qwen2.5-coder-0.5b or -1.5b)."""
     from agent.runtime.models import install_pack
 
-    _show_models([install_pack(name, lambda m: click.echo(m, err=True))], as_json)
+    row = install_pack(name, lambda m: click.echo(m, err=True))
+    _show_models([_said_replaced(row)], as_json)
 
 
 @click.command()

@@ -7,18 +7,22 @@ serializes calls (a llama.cpp context cannot decode two sequences at once), so
 concurrent requests queue instead of crashing or interleaving.
 
 The server (--llm-url / BITRAG_LLM_URL, an http(s) URL) is spoken to with httpx: a
-connection must open within CONNECT_TIMEOUT seconds, and each request gets
-BITRAG_LLM_TIMEOUT seconds (default DEFAULT_TIMEOUT) to the first byte and between
-bytes; a non-streamed request must also be done within them. Refusals, timeouts,
-error statuses and replies that are not the expected JSON become one-line UserErrors
-that name the server. BITRAG_LLM_API_KEY, if set, is sent as a bearer token.
+connection must open within CONNECT_TIMEOUT seconds, and each request, streamed or not,
+must be done within BITRAG_LLM_TIMEOUT seconds (default DEFAULT_TIMEOUT): a stream that
+goes on past them (a server that never sends [DONE]) ends in a one-line error, and a
+stream ends after max_tokens text pieces even when the server ignores max_tokens (the
+answer is then what arrived, as when a model hits its limit). Refusals, timeouts, error
+statuses and replies that are not the expected JSON become one-line UserErrors that name
+the server. BITRAG_LLM_API_KEY, if set, is sent as a bearer token.
 """
 
 import json
 import math
 import operator
 import os
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -41,6 +45,8 @@ SNIPPET_CHARS = 80  # how much of an unexpected reply an error message quotes
 Messages = list[dict[str, str]]
 T = TypeVar("T")
 _MISSING = object()
+_STARTED = object()  # the server's streamed reply has begun
+_END = object()  # the stream is over: [DONE], the server closed it, or max_tokens pieces
 
 
 class LLM(Protocol):
@@ -235,15 +241,56 @@ class RemoteLLM:
     def stream(
         self, messages: Messages, max_tokens: int = 256, stop: list[str] | None = None
     ) -> Iterator[str]:
-        """Text pieces from the server's SSE lines; the timeout bounds each wait for bytes."""
+        """Text pieces from the server's SSE lines, read on a daemon thread so the timeout
+        bounds the whole answer; at most max_tokens pieces (one token each from llama.cpp)."""
         body = self._body(messages, max_tokens, stop) | {"stream": True}
+        pieces: queue.Queue = queue.Queue()
+        halt = threading.Event()
+        threading.Thread(target=self._pump, args=(body, pieces, halt), daemon=True).start()
+        deadline = time.monotonic() + self.timeout
+        started = False
+        try:
+            while (item := self._next(pieces, deadline, started)) is not _END:
+                if item is _STARTED:
+                    started = True
+                else:
+                    yield item
+        finally:
+            halt.set()  # the reader stops at its next line, also when the caller stops early
+
+    def _pump(self, body: dict, pieces: queue.Queue, halt: threading.Event) -> None:
+        """Put the stream's pieces (then _END, or the UserError that ended it) into `pieces`."""
         url = f"{self.url}/chat/completions"
-        with self._transport_errors(), self._client.stream("POST", url, json=body) as response:
-            self._check_status(response)
-            self._check_event_stream(response)
-            for line in response.iter_lines():
-                if piece := self._piece(line):
-                    yield piece
+        left = body["max_tokens"]
+        try:
+            with self._transport_errors(), self._client.stream("POST", url, json=body) as reply:
+                self._check_status(reply)
+                self._check_event_stream(reply)
+                pieces.put(_STARTED)
+                for line in reply.iter_lines():
+                    if halt.is_set() or line.removeprefix("data:").strip() == "[DONE]":
+                        break
+                    if piece := self._piece(line):
+                        pieces.put(piece)
+                        left -= 1
+                        if left <= 0:
+                            break
+        except Exception as exc:  # raised again by the reading side (see _next)
+            pieces.put(exc)
+        pieces.put(_END)
+
+    def _next(self, pieces: queue.Queue, deadline: float, started: bool) -> object:
+        """The next item, or a UserError once the deadline has passed."""
+        try:
+            item = pieces.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            what = "did not finish its answer" if started else "did not answer"
+            raise UserError(
+                f"{self._who} {what} within {self.timeout:g} s ({TIMEOUT_VARIABLE})"
+            ) from None
+        if isinstance(item, Exception):
+            raise item
+        return item
 
     def _check_event_stream(self, response: httpx.Response) -> None:
         kind = response.headers.get("content-type", "")

@@ -87,6 +87,11 @@ def sha256_ok(path: Path) -> bool | None:
 
 def inspect_gguf(path: Path) -> GGUFInfo:
     """Header and size checks: the file exists, starts with GGUF, and holds all tensor data."""
+    if path.is_dir():
+        raise UserError(
+            f"model path {path} is a directory, not a model file: give the path of a .gguf "
+            f"file{_example_inside(path)}"
+        )
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
     with path.open("rb") as f:
@@ -106,6 +111,15 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     arch = str(header.metadata.get("general.architecture", "unknown"))
     file_type = _file_type(header.metadata.get("general.file_type"))
     return GGUFInfo(path, size, arch, len(header.tensor_bytes), file_type, bits)
+
+
+def _example_inside(directory: Path) -> str:
+    """ ", e.g. DIR/x.gguf" for a .gguf file the directory holds, else ""."""
+    try:
+        found = min(directory.glob("*.gguf"), default=None)
+    except OSError:
+        found = None
+    return f", e.g. {found}" if found else ""
 
 
 def _file_type(value: object) -> str:

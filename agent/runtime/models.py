@@ -44,8 +44,10 @@ def add_model(
     name: str | None = None,
     languages: list[str] | None = None,
     origin: str = "registered",
+    force: bool = False,
 ) -> dict:
-    """Register a GGUF after the same checks a model gets before loading."""
+    """Register a GGUF after the same checks a model gets before loading. A name that already
+    names another file is refused unless `force`; then the row's "replaced" is that file."""
     info = inspect_gguf(path.expanduser().absolute())
     name = name or info.path.stem
     if not NAME.fullmatch(name):
@@ -62,11 +64,27 @@ def add_model(
     }
     if entry["name"] == EMBEDDED_NAME:
         raise UserError(f"'{EMBEDDED_NAME}' is the embedded model's name; pick another --name")
+    replaced = _other_file(name, info.path)
+    if replaced and not force:
+        raise UserError(
+            f"model name {name!r} already names {replaced}: pick another --name, or pass "
+            f"--force to point it at {info.path}"
+        )
     save_entry(entry)
-    return _describe(entry["name"], info.path, entry["languages"], origin)
+    row = _describe(entry["name"], info.path, entry["languages"], origin)
+    return (row | {"replaced": str(replaced)}) if replaced else row
+
+
+def _other_file(name: str, path: Path) -> Path | None:
+    """The file `name` is registered for, when that is not `path`."""
+    for entry in load_entries():
+        if entry["name"] == name and Path(entry["path"]).resolve() != path.resolve():
+            return Path(entry["path"])
+    return None
 
 
 def install_pack(name: str, progress: Callable[[str], None]) -> dict:
+    """Install a pack and register it under its own name (re-pointed if it named a file)."""
     pack = packs.get_pack(name)
     path = packs.install(name, progress)
-    return add_model(path, pack.name, list(pack.languages), origin="pack")
+    return add_model(path, pack.name, list(pack.languages), origin="pack", force=True)

@@ -26,7 +26,16 @@ def load_entries() -> list[dict]:
 def save_entry(entry: dict) -> None:
     """Add or replace (by name) one entry."""
     entries = [e for e in load_entries() if e["name"] != entry["name"]] + [entry]
-    write_json(registry_path(), {"models": entries})
+    path = registry_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"models": entries})
+    except OSError as exc:
+        raise UserError(
+            f"cannot register models in {path.parent}, which is not writable ({exc.strerror}): "
+            "make it writable, set BITRAG_HOME to a folder you can write, or pass the file's "
+            "path to --model instead of a name"
+        ) from None
 
 
 def path_of(name: str) -> Path | None:

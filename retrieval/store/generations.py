@@ -99,18 +99,32 @@ def rebuild_hint(directory: Path) -> str:
     return f"delete {directory} and run `bitrag ingest PATH --index {directory}` to rebuild it"
 
 
+class NewerFormat(UserError):
+    """The index was written by a newer bitrag: healthy, but not readable by this one."""
+
+
+def _check_format(version: object, directory: Path) -> None:
+    """An older format is rebuilt; a newer one (a newer bitrag wrote it) is kept for it."""
+    if version == FORMAT_VERSION:
+        return
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise NewerFormat(
+            f"index at {directory} has format {version}, newer than the format {FORMAT_VERSION} "
+            "this bitrag reads: a newer bitrag wrote it, so upgrade bitrag to use it "
+            "(do not delete or rebuild it)"
+        )
+    raise UserError(
+        f"index at {directory} has format {version}, this bitrag reads "
+        f"{FORMAT_VERSION}; {rebuild_hint(directory)}"
+    )
+
+
 def read_manifest_and_chunks(generation: Path) -> tuple[dict, list[Chunk]]:
     """One generation's manifest and chunks (its other parts load when first used)."""
     manifest = json.loads((generation / "manifest.json").read_text(encoding="utf-8"))
     if not isinstance(manifest, dict):
         raise ValueError("manifest.json is not a JSON object")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        directory = generation.parent
-        raise UserError(
-            f"index at {directory} has format {version}, this bitrag reads "
-            f"{FORMAT_VERSION}; {rebuild_hint(directory)}"
-        )
+    _check_format(manifest.get("format_version"), generation.parent)
     with (generation / "chunks.jsonl").open(encoding="utf-8") as f:
         chunks = [Chunk(**json.loads(line)) for line in f]
     if len(chunks) != manifest["chunks"]:
