@@ -7,6 +7,7 @@ the answer being written and keeps the conversation; Ctrl-D or /exit leaves.
 """
 
 import readline
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,16 +112,28 @@ def run_chat(chat: Chat, write: Callable[[str], None]) -> None:
         readline.write_history_file(history)
 
 
+def _read(prompt: str) -> str | None:
+    """The user's next line; None at the end of the input: Ctrl-D, or a stdin that is empty,
+    closed or missing (`bitrag chat <&-`)."""
+    if sys.stdin is None or sys.stdin.closed:
+        return None
+    try:
+        return input(prompt)
+    except EOFError:
+        return None
+
+
 def _loop(chat: Chat, write: Callable[[str], None]) -> None:
     while True:
         try:
-            line = input("you> ").strip()
-        except EOFError:
-            chat.echo("")
-            return
+            line = _read("you> ")
         except KeyboardInterrupt:
             chat.echo("\n(use /exit or Ctrl-D to leave)")
             continue
+        if line is None:
+            chat.echo("")
+            return
+        line = line.strip()
         if not line:
             continue
         if line.startswith("/"):

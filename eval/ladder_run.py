@@ -1,6 +1,8 @@
 """`bitrag eval`: accuracy versus bit-width on the user's own documents, start to finish.
 
-    1. check the types (imatrix-only ones refused), the source model, the dataset, the index;
+    1. check the types (imatrix-only ones refused), the source model, the dataset, the index,
+       and warn of each source a question names that the index does not hold (report.md
+       lists them too);
     2. requantize the source into every rung (cached under --out/models);
     3. sample held-out tokens from the indexed chunk text (seeded) and measure each rung in
        its own process: load time, tokens/s, peak RSS, divergence from the top rung
@@ -236,6 +238,20 @@ def answer_rows(
     return rows
 
 
+def warn_missing_sources(questions, index) -> list[dict]:
+    """One stderr line per source a question names that the index does not hold: without it
+    the question's retrieval and citations quietly count as misses."""
+    missing = question_set.missing_sources(questions, {c.source for c in index.chunks})
+    for m in missing:
+        print(
+            f"Warning: question {m['id']}: source {m['source']} is not in the index "
+            f"{index.generation.parent}; finding or citing it counts as a miss",
+            file=sys.stderr,
+            flush=True,
+        )
+    return missing
+
+
 def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) the whole eval and write results.json, report.md, accuracy_vs_bits.png."""
     from agent.assemble import model_languages, reader_on
@@ -261,6 +277,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
     source = _source(opts.source, memo)
     languages = model_languages(opts.source, None)
     index = apr.RecordedIndex(_open_index(opts.index))
+    missing = warn_missing_sources(questions, index)
     manifest = eval_cache.sha256_file(index.generation / "manifest.json")
     n_threads = threads()
     with pinned_threads(n_threads):
@@ -312,6 +329,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
         },
         seconds=time.time() - started,
     )
+    results["missing_sources"] = missing
     results_file.write_outputs(results, out)
     if progress and hasattr(progress, "done"):
         progress.done()

@@ -4,10 +4,12 @@ The schema is eval/dataset.py's (see data/README.md). A user's own file is check
 shape only (its sources live in the user's folder, not in data/corpus): every line a JSON
 object with the required keys of the right types, known type/lang/split values, unique ids,
 and follow-ups that name a question of the same file. The first problem is one UserError
-line naming the file and line.
+line naming the file and line. `missing_sources` names the sources the index does not hold
+(`bitrag eval` warns of each and lists them in report.md).
 """
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from eval.dataset import DOC_LANGS, LANGS, OPTIONAL, REQUIRED, SPLITS, TYPES, Question
@@ -96,3 +98,17 @@ def select(questions: list[Question], split: str, limit: int | None, path: Path)
     if not chosen:
         raise UserError(f"dataset {path} has no questions in the {split} split")
     return chosen
+
+
+def missing_sources(questions: list[Question], indexed: Iterable[str]) -> list[dict]:
+    """Each source a question names that no indexed document matches (the match retrieval is
+    scored by: the path, its ending, or the file name): [{"id", "source"}], in order."""
+    from eval.answers_per_rung import _matches
+
+    documents = set(indexed)
+    return [
+        {"id": q.id, "source": wanted}
+        for q in questions
+        for wanted in q.sources
+        if not any(_matches(doc, wanted) for doc in documents)
+    ]

@@ -151,6 +151,7 @@ def markdown(r: dict) -> str:
     lines += ["", f"## Retrieval (once, {ret['retriever']}, {ret['n']} answerable questions)", ""]
     measures = [m for m in ("hit@1", "hit@5", "recall@5", "mrr@10", "ndcg@10") if m in ret]
     lines += _table(measures, [[_ci(ret[m]) for m in measures]]) if measures else ["(none)"]
+    lines += _missing_sources(r)
     lines += ["", "## Caveats", ""] + [f"- {c}" for c in r["caveats"]]
     lines += ["", "Plot: accuracy_vs_bits.png. Numbers: results.json (schema in eval/README.md)."]
     return "\n".join(lines)
@@ -181,3 +182,14 @@ def _decisions(r: dict) -> list[str]:
     return ["", "## The reader's decisions per rung (95% intervals)", "", intro, ""] + _table(
         head, rows
     )
+
+
+def _missing_sources(r: dict) -> list[str]:
+    """The sources questions name that no indexed document matches; nothing when none."""
+    missing = r.get("missing_sources") or []
+    if not missing:
+        return []
+    intro = "No indexed document matches these sources, so finding or citing them counts as a miss:"
+    return ["", "## Sources not in the index", "", intro, ""] + [
+        f"- {m['id']}: `{m['source']}`" for m in missing
+    ]

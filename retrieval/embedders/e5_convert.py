@@ -1,11 +1,14 @@
 """Convert the verified e5 file once into a model folder under BITRAG_HOME.
 
 The folder is keyed by the file's sha256, written into a temporary directory
-and renamed into place, so a crash never leaves a half-written model behind.
+and renamed into place, so a crash never leaves a half-written model behind. When
+BITRAG_HOME cannot be written (a read-only home, `ask --index` elsewhere), the folder is
+written into a private temporary directory instead, removed when the process ends.
 Encoder weights are dequantized to float32; the token table keeps its Q4
 blocks (see retrieval.embedders.e5_module). numpy only: no torch is needed to convert.
 """
 
+import atexit
 import json
 import os
 import shutil
@@ -48,12 +51,17 @@ def is_converted(folder: Path) -> bool:
 
 
 def ensure_converted(source: Path, folder: Path) -> Path:
-    """The converted folder for `source`, written now if it is not there yet."""
+    """The converted folder for `source`, written now if it is not there yet (into a private
+    temporary folder when `folder`'s parent cannot be written)."""
     if is_converted(folder):
         return folder
     e5 = open_e5(source)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    except PermissionError:
+        folder = _private_folder(folder.name)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         write_folder(e5, tmp)
         os.rename(tmp, folder)
@@ -63,6 +71,13 @@ def ensure_converted(source: Path, folder: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _private_folder(name: str) -> Path:
+    """`name` inside a new temporary folder only this user can read, removed at exit."""
+    parent = Path(tempfile.mkdtemp(prefix="bitrag-e5-"))
+    atexit.register(shutil.rmtree, parent, ignore_errors=True)
+    return parent / name
 
 
 def write_folder(e5: E5File, out: Path) -> None:
