@@ -143,7 +143,7 @@ def _read_texts(state: State) -> tuple[str, ...]:
 def _draft(state: State, ctx: Context, messages) -> str:
     """The model's answer, streamed to whoever listens; the stream stops once the finished
     sentences are `enough` (agent/verify.py)."""
-    quotes = [e.quote for e in state["evidence"]] + list(_read_texts(state))
+    quotes, read = [e.quote for e in state["evidence"]], _read_texts(state)
     emit = get_stream_writer()
     emit({"evidence": [e.as_dict() for e in state["evidence"]]})  # shown while the model writes
     draft = done = ""
@@ -152,7 +152,7 @@ def _draft(state: State, ctx: Context, messages) -> str:
         emit({"token": piece})
         if (now := finished(draft)) != done:
             done = now
-            if enough(done, state["question"], quotes, ctx.weights):
+            if enough(done, state["question"], quotes, ctx.weights, read):
                 return done  # two sentences, or one the evidence cannot back
     return draft
 

@@ -166,16 +166,13 @@ def _bound(
     """Whether some evidence sentence (or the question) states `number` next to at least
     one of the terms the answer puts next to it ("2 mantissa bits" needs a sentence where
     2 stands by "mantissa" or "bit"; a stray "2^-7" elsewhere does not count), and, when the
-    answer says which question term the number counts, counts that same thing there."""
+    answer says which question term the number counts, counts that same thing there unless
+    the evidence names no question term by it (a table cell: "| INT4 | 약 3.5GB |")."""
     for text in [*evidence, question]:
-        placed = any(
-            other == number and (not near or near & around)
-            for other, around in _number_contexts(text, EVIDENCE_NEAR)
-        )
-        if placed and (
+        if _placed(number, near, text) and (
             not subject
             or any(
-                other == number and subject & counted
+                other == number and (not counted or subject & counted)
                 for other, counted in _subject_contexts(text, subjects)
             )
         ):
@@ -183,9 +180,21 @@ def _bound(
     return False
 
 
-def _unbound(text: str, question: str, evidence: list[str]) -> list[str]:
+def _placed(number: str, near: set[str], text: str) -> bool:
+    """Whether `text` states `number` next to one of the terms in `near` (any, when empty)."""
+    return any(
+        other == number and (not near or near & around)
+        for other, around in _number_contexts(text, EVIDENCE_NEAR)
+    )
+
+
+def _unbound(
+    text: str, question: str, evidence: list[str], read: tuple[str, ...] = ()
+) -> list[str]:
     """The numbers of `text` that no evidence states with what they count; what a number
-    counts is read within its own sentence."""
+    counts is read within its own sentence. In the passages a reader model wrote from
+    (`read`), a number stated next to the same terms is enough: which question term it
+    counts is that model's reading ("IQ2_XXS uses 2.06 bits" from a table row)."""
     subjects = {_root(t) for t in tokenize(question) if not NUMBER.fullmatch(t)} - UNITS
     return [
         n
@@ -194,6 +203,7 @@ def _unbound(text: str, question: str, evidence: list[str]) -> list[str]:
             _number_contexts(sentence), _prose_subjects(sentence, subjects), strict=True
         )
         if not _bound(n, near, subject, evidence, question, subjects)
+        and not any(_placed(n, near, passage) for passage in read)
     ]
 
 
@@ -205,7 +215,7 @@ def verify(
     context: tuple[str, ...] = (),
 ) -> Verdict:
     """Whether `answer` is supported by `evidence` (numbered from 1) for `question`;
-    `context` (the passage the evidence was chosen from) backs it too, but is not cited."""
+    `context` (the passages a reader model read) backs it too, but is not cited."""
     text = drop_repeats(answer.strip())
     given = range(1, len(evidence) + 1)
     cited = sorted({int(n) for n in _MARKER.findall(text) if int(n) in given})
@@ -223,7 +233,7 @@ def verify(
         return fail("empty answer")
     if bad_markers:
         return fail(f"cites [{', '.join(bad_markers)}], which was not given")
-    if reason := unsupported(text, question, backing, weights):
+    if reason := unsupported(text, question, evidence, weights, context):
         return fail(reason)
     if not {_root(t) for t in new_terms} & support_terms:
         return fail("adds nothing that the evidence says")
@@ -238,14 +248,21 @@ def _new_terms(text: str, question: str) -> set[str]:
     return set(tokenize(_MARKER.sub("", text))) - set(tokenize(question))
 
 
-def unsupported(text: str, question: str, evidence: list[str], weights: TermWeights) -> str:
-    """Why `text` states what the evidence does not (a number without what it counts, a
-    rare term), or "" when it does not. More text cannot take such a statement back, so a
-    draft can be stopped as soon as one of its sentences fails here."""
-    unbound = _unbound(text, question, evidence)
+def unsupported(
+    text: str,
+    question: str,
+    evidence: list[str],
+    weights: TermWeights,
+    read: tuple[str, ...] = (),
+) -> str:
+    """Why `text` states what the evidence (and the passages a reader read) does not (a
+    number without what it counts, a rare term), or "" when it does not. More text cannot
+    take such a statement back, so a draft can be stopped as soon as one of its sentences
+    fails here."""
+    unbound = _unbound(text, question, evidence, read)
     if unbound:
         return f"numbers not in the evidence with what they count: {', '.join(unbound)}"
-    support_terms = _support(evidence, question)
+    support_terms = _support([*evidence, *read], question)
     foreign = sorted(
         t
         for t in _new_terms(text, question)
@@ -265,11 +282,17 @@ def finished(draft: str) -> str:
     return " ".join([*parts[:-1], markers.group(0).strip() if markers else ""]).strip()
 
 
-def enough(text: str, question: str, evidence: list[str], weights: TermWeights) -> bool:
+def enough(
+    text: str,
+    question: str,
+    evidence: list[str],
+    weights: TermWeights,
+    read: tuple[str, ...] = (),
+) -> bool:
     """Whether the finished `text` of a draft ends it: MAX_SENTENCES said, or a sentence
-    already unsupported by `evidence` (more text cannot make it supported)."""
+    already unsupported (more text cannot make it supported)."""
     said = sum(_says(s) for s in sentences(text))
-    return said >= MAX_SENTENCES or bool(unsupported(text, question, evidence, weights))
+    return said >= MAX_SENTENCES or bool(unsupported(text, question, evidence, weights, read))
 
 
 def _says(sentence: str) -> bool:

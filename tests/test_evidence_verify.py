@@ -215,3 +215,15 @@ def test_digits_in_a_metric_name_are_not_a_quantity_and_sentences_bind_their_own
     assert verify(answer, question, evidence, weights).ok
     wrong = "HumanEval has 1 Python programming problem [1]. It is scored as pass@164."
     assert not verify(wrong, question, evidence, weights).ok
+
+
+def test_a_number_stated_in_a_passage_the_reader_read_backs_its_answer():
+    row = "Type: IQ2_XXS, Bits per weight: 2.06"
+    weights = _weights(row, PROSE)
+    question = "How many bits per weight does llama.cpp's IQ2_XXS quantization type use?"
+    answer = "The IQ2_XXS quantization type uses 2.06 bits per weight."
+    assert not verify(answer, question, [row], weights).ok  # "uses" is what it counts here
+    assert verify(answer, question, [row], weights, (row,)).ok
+    wrong = "The IQ2_XXS quantization type uses 3.44 bits per weight."
+    verdict = verify(wrong, question, [row], weights, (row,))
+    assert not verdict.ok and verdict.reason.endswith(": 3.44")
