@@ -185,10 +185,11 @@ def check(state: State, runtime: Runtime[Context]) -> State:
     draft = _PASSAGE_MARKS.sub("", state["draft"]) if state["picked"] else state["draft"]
     weights = runtime.context.weights
     verdict = verify(draft, state["question"], quotes, weights, _read_texts(state))
-    if not verdict.ok and state["picked"] and not _gate(state, runtime):
-        return abstain(state, runtime)  # neither the model nor the cut-off backs the passage
     if not verdict.ok:
-        return quote(state, f"the model's answer was not used: {verdict.reason}")
+        fallback = state | _best_read(state, runtime)
+        if state["picked"] and not _gate(fallback, runtime):
+            return abstain(state, runtime)  # neither the model nor the cut-off backs a quote
+        return quote(fallback, f"the model's answer was not used: {verdict.reason}")
     return {
         "answer": verdict.answer,
         "mode": "generated",
@@ -197,14 +198,37 @@ def check(state: State, runtime: Runtime[Context]) -> State:
     }
 
 
+def _best_read(state: State, runtime: Runtime[Context]) -> State:
+    """The evidence a quote falls back on when the reader's draft fails its check: the best
+    sentences by the question's terms over every passage it read, not only the one it
+    picked (on dev its pick held the answer less often than the best sentence did)."""
+    if not state["picked"]:
+        return {}
+    query = state["query"]
+    focus = state["question"] if query != state["question"] else None
+    weights = runtime.context.weights
+    best = ev.select(query, state["passages"], weights, focus)
+    if not best:
+        return {}
+    return {
+        "evidence": best,
+        "coverage": ev.coverage(query, _quoted(state | {"evidence": best}), weights),
+    }
+
+
+def _quoted(state: State) -> list:
+    """The passage the best evidence comes from."""
+    first = state["evidence"][0].chunk_id
+    return [h for h in state["passages"] if h.chunk.chunk_id == first]
+
+
 def _gate(state: State, runtime: Runtime[Context]) -> bool:
-    """The cut-off's verdict on the picked passage's evidence: close in meaning to the
+    """The cut-off's verdict on the passage a quote would come from: close in meaning to the
     question (or, without the meaning check, covering its terms)."""
     ctx = runtime.context
     if not ctx.semantic:
         return state["coverage"] >= MIN_COVERAGE
-    picked = [state["passages"][state["picked"] - 1]]
-    found = semantic.reaches(state["searched"][0], picked, state["evidence"])
+    found = semantic.reaches(state["searched"][0], _quoted(state), state["evidence"])
     return found >= semantic.MIN_SIMILARITY
 
 
@@ -218,7 +242,8 @@ def quote(state: State, note: str = "") -> State:
     note = "; ".join(n.rstrip(".") for n in (note, _meaning_note(state)) if n)
     answer = " ".join(f"{e.quote} [{n}]" for n, e in quoted)
     citations = _citations(state, [n for n, _ in quoted])
-    return {"answer": answer, "mode": "quoted", "citations": citations, "note": note}
+    update = {"answer": answer, "mode": "quoted", "citations": citations, "note": note}
+    return update | {"evidence": state["evidence"]}
 
 
 def _meaning_note(state: State) -> str:
@@ -271,6 +296,5 @@ def remember(state: State) -> State:
 def _citations(state: State, numbers: list[int]) -> list[dict]:
     given = state["evidence"]
     return [
-        {"n": n, "source": given[n - 1].source, "chunk_id": given[n - 1].chunk_id}
-        for n in numbers
+        {"n": n, "source": given[n - 1].source, "chunk_id": given[n - 1].chunk_id} for n in numbers
     ]

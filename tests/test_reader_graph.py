@@ -46,7 +46,8 @@ def test_the_judge_picks_then_the_answer_comes_from_the_picked_passage(reader_ag
     assert picked in result["reader"]["read"]
     for node in ("judge_s", "pick_s", "write_s", "check_s"):
         assert node in result["timings"]
-    assert result["evidence"][0]["chunk_id"] == picked  # evidence from the pick first
+    if result["mode"] == "generated":
+        assert result["evidence"][0]["chunk_id"] == picked  # evidence from the pick first
     read = set(result["reader"]["read"])
     assert {e["chunk_id"] for e in result["evidence"]} <= read
     assert result["mode"] in ("generated", "quoted")
@@ -103,3 +104,27 @@ def test_a_session_restores_the_passages_it_read(toy_index, monkeypatch):
     again = make_agent(Index.load(toy_index), session="s1")
     state = again.graph.get_state({"configurable": {"thread_id": "s1"}}).values
     assert isinstance(state["passages"][0], Hit) and state["picked"] == 1
+
+
+def test_a_draft_that_fails_its_check_quotes_the_best_sentence_of_every_passage_read(toy_index):
+    from langgraph.runtime import Runtime
+
+    from agent import evidence, nodes
+
+    ctx = make_agent(Index.load(toy_index)).context
+    runtime = Runtime(context=ctx)
+    by_note = {Path(c.source).name: Hit(1, 1.0, c) for c in ctx.index.chunks}
+    question = "How many hours of sun do tomatoes need?"
+    state = {"question": question, **nodes.start({"question": question}, runtime)}
+    state |= {
+        "searched": [question],
+        "passages": [by_note["trains.md"], by_note["garden.md"]],
+        "picked": 1,  # the reader picked the wrong passage
+        "evidence": evidence.opening(by_note["trains.md"]),
+        "draft": "Tomatoes need 9 hours of sun.",  # a number no passage states
+    }
+    out = nodes.check(state, runtime)
+    assert out["mode"] == "quoted" and "numbers not in the evidence" in out["note"]
+    assert "Tomatoes need six hours of sun" in out["answer"]
+    assert out["citations"][0]["chunk_id"] == by_note["garden.md"].chunk.chunk_id
+    assert out["evidence"][0].chunk_id == by_note["garden.md"].chunk.chunk_id
