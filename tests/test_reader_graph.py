@@ -1,6 +1,6 @@
 """The reader inside the agent graph, on the embedded model and a real index: the judge, pick
-and write jobs run in order under their grammars; a 0 from the judge searches once more, then
-abstains; a passage that gives orders is read as data."""
+and write jobs run in order under their grammars; a topic without the answer abstains; a 0
+from the judge searches once more, then abstains; a passage that gives orders is read as data."""
 
 from pathlib import Path
 
@@ -58,13 +58,20 @@ def test_the_judge_picks_then_the_answer_comes_from_the_picked_passage(reader_ag
         assert "Tomatoes need six hours of sun" in result["answer"]
 
 
-def test_a_topic_without_the_answer_searches_once_more_then_abstains(reader_agent):
-    # the notes give FP16's exponent and mantissa bits, not its sign bit
-    result = reader_agent.ask("How many sign bits does FP16 have?")
+def test_a_topic_without_the_answer_abstains(reader_agent):
+    # the garden note speaks of tomatoes' sun and water, not of their height
+    result = reader_agent.ask("How tall do tomatoes grow?")
     assert result["reader"]["read"] and result["reader"]["picked"] is None
-    assert result["abstained"] and len(result["searched"]) == 2
-    assert "Closest source: formats.md#0." in result["answer"]
-    assert "write_s" not in result["timings"]
+    assert result["abstained"] and result["citations"] == []
+    assert "Closest source: garden.md#0." in result["answer"]
+
+
+def test_a_0_from_the_judge_searches_once_more_then_abstains():
+    from agent.graph import after_judge
+
+    assert after_judge({"picked": 0, "searched": ["q"]}) == "rewrite"
+    assert after_judge({"picked": 0, "searched": ["q", "q terms"]}) == "abstain"
+    assert after_judge({"picked": 2, "searched": ["q"]}) == "pick"
 
 
 def test_reader_off_keeps_the_cut_off_gate(toy_index, monkeypatch):

@@ -2,6 +2,7 @@
 default model can only emit text of the requested shape; the result is parsed and validated."""
 
 import json
+from typing import Any
 
 import jsonschema
 
@@ -26,7 +27,7 @@ class ConstrainedOutputError(ValueError):
     """The model's output did not parse or validate (should not happen under a grammar)."""
 
 
-def generate_json(llm: LLM, messages: Messages, schema: dict, max_tokens: int = 192) -> dict:
+def generate_json(llm: LLM, messages: Messages, schema: dict, max_tokens: int = 192) -> Any:
     text = llm.chat(messages, max_tokens, schema=schema)
     try:
         value = json.loads(text)
