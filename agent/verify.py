@@ -166,13 +166,12 @@ def _bound(
     """Whether some evidence sentence (or the question) states `number` next to at least
     one of the terms the answer puts next to it ("2 mantissa bits" needs a sentence where
     2 stands by "mantissa" or "bit"; a stray "2^-7" elsewhere does not count), and, when the
-    answer says which question term the number counts, counts that same thing there unless
-    the evidence names no question term by it (a table cell: "| INT4 | 약 3.5GB |")."""
+    answer says which question term the number counts, counts that same thing there."""
     for text in [*evidence, question]:
         if _placed(number, near, text) and (
             not subject
             or any(
-                other == number and (not counted or subject & counted)
+                other == number and subject & counted
                 for other, counted in _subject_contexts(text, subjects)
             )
         ):
