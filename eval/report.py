@@ -30,9 +30,17 @@ def _modes(answers: dict) -> str:
     return ", ".join(parts)
 
 
+def _dataset_and_index(r: dict) -> list[str]:
+    ds, index = r["dataset"], r["index"]
+    return [
+        f"- dataset: `{ds['path']}`, split {ds['split']}, {ds['questions']} questions "
+        f"({ds['answerable']} answerable, {ds['unanswerable']} unanswerable)",
+        f"- index: `{index['path']}` generation {index['generation']} ({index['chunks']} chunks)",
+    ]
+
+
 def markdown(r: dict) -> str:
-    src, top = r["source"], r["top_rung"]
-    ds, s = r["dataset"], r["settings"]
+    src, top, s = r["source"], r["top_rung"], r["settings"]
     lines = [
         "# bitrag eval: accuracy versus bit-width",
         "",
@@ -40,10 +48,7 @@ def markdown(r: dict) -> str:
         f"{src['bytes']:,} bytes, sha256 {src['sha256'][:16]}…)",
         f"- top rung: **{top}**, the {r['top_rung_label']}"
         + (" (the source is itself quantized; see caveats)" if src["quantized"] else ""),
-        f"- dataset: `{ds['path']}`, split {ds['split']}, {ds['questions']} questions "
-        f"({ds['answerable']} answerable, {ds['unanswerable']} unanswerable)",
-        f"- index: `{r['index']['path']}` generation {r['index']['generation']} "
-        f"({r['index']['chunks']} chunks)",
+        *_dataset_and_index(r),
         f"- settings: temperature 0, seed {s['seed']}, threads {r['measured']['threads']}, "
         f"divergence over {s['kld_tokens']} tokens, {s['bootstrap_replicates']} paired bootstrap "
         f"draws, llama-cpp-python {s['llama_cpp']}",
@@ -193,3 +198,76 @@ def _missing_sources(r: dict) -> list[str]:
     return ["", "## Sources not in the index", "", intro, ""] + [
         f"- {m['id']}: `{m['source']}`" for m in missing
     ]
+
+
+MODEL_DECISIONS = ("judge_answerable", "judge_unanswerable", "pick_right", "draft_kept")
+
+
+def markdown_models(r: dict) -> str:
+    """report.md of several models (eval/results.py `combine`): one table, a row per model
+    and rung, each model's own report in its folder."""
+    decided = [
+        m for m in MODEL_DECISIONS if any(x["answers"].get(m, {}).get("n") for x in r["rungs"])
+    ]
+    floor = r["evidence_only"]["answers"]["keyword_hit"]
+    lines = [
+        f"# bitrag eval: accuracy versus bit-width, {len(r['models'])} models",
+        "",
+        *(
+            f"- `{m['model']}`: `{m['source']['name']}` ({m['source']['type']}, "
+            f"{m['source']['bits_per_weight']:.2f} bits per weight, {m['source']['bytes']:,} "
+            f"bytes); its own report: `{m['model']}/report.md`"
+            for m in r["models"]
+        ),
+        *_dataset_and_index(r),
+        "",
+        "## Recommendation",
+        "",
+        r["recommendation"]["summary"],
+        "",
+        f"## Every model's ladder (95% intervals; vs best: paired difference to {r['best']})",
+        "",
+    ]
+    lines += _table(
+        [
+            "model",
+            "rung",
+            "bits/weight",
+            "MB",
+            "keyword hit [95%]",
+            "vs best",
+            *(DECISION_COLUMNS[m] for m in decided),
+            "mean KLD vs its top rung",
+            "gen tok/s",
+        ],
+        [
+            [
+                x["model"],
+                x["type"],
+                f"{x['bits_per_weight']:.3f}",
+                f"{x['bytes'] / 1e6:.1f}",
+                _ci(x["answers"]["keyword_hit"]),
+                _diff(x["answers"]["keyword_hit"], "vs_top"),
+                *(_ci(x["answers"].get(m)) for m in decided),
+                f"{x['divergence']['kld_mean']:.4f}",
+                x["measured"]["gen_tokens_per_s"],
+            ]
+            for x in r["rungs"]
+        ],
+    )
+    lines += [
+        "",
+        f"Evidence-only (quoting the retrieved evidence, no model): keyword hit {_ci(floor)}.",
+        "",
+        "## Caveats",
+        "",
+        "- Every row answers the same questions over the same retrieval. Divergence is measured "
+        "from each model's own top rung, so it compares the rungs of one model, not models.",
+        f"- {r['dataset']['questions']} questions: the bootstrap intervals are wide, and "
+        "differences smaller than them are not evidence of a difference.",
+        "- Each model's report.md holds its speed, divergence, answer and retrieval tables and "
+        "its own caveats.",
+        "",
+        "Plot: accuracy_vs_bits.png. Numbers: results.json (schema in eval/README.md).",
+    ]
+    return "\n".join(lines)

@@ -82,7 +82,8 @@ def recommend(rungs: list[dict], answers: dict[str, dict], label: str) -> dict:
     """The smallest rung whose keyword hit (and, with a reader model, whose judge and pick
     accuracy) reaches the lower end of the top rung's 95% interval; and whether any rung
     beats the evidence-only row at all, said first when none does. `label` names the top
-    rung ("requantized reference" or "full precision")."""
+    rung ("requantized reference" or "full precision"); a rung's divergence is from the top
+    rung unless it names its own reference under `divergence_from`."""
     top = rungs[0]
     top_hit = answers[top["type"]]["keyword_hit"]
     floor = answers["evidence"]["keyword_hit"]["value"]
@@ -106,7 +107,8 @@ def recommend(rungs: list[dict], answers: dict[str, dict], label: str) -> dict:
         f"the 95% interval of {top['type']}, the {label} ({bound:.3f}; {top['type']} itself "
         f"{top_hit['value']:.3f}){_decided(answers, pick['type'])}. Its next-token "
         "distributions on your text are "
-        f"{d['kld_mean']:.3f} nats from {top['type']}'s (mean KLD; same top token "
+        f"{d['kld_mean']:.3f} nats from {pick.get('divergence_from', top['type'])}'s (mean KLD; "
+        "same top token "
         f"{d['same_top_rate'] * 100:.1f}%): the intervals are wide, so check the divergence "
         "table before trusting a low rung."
     )
@@ -280,15 +282,61 @@ def assemble(
     }
 
 
-def write_outputs(results: dict, out: Path) -> None:
-    from eval.plot import draw
-    from eval.report import markdown
+def combine(models: list[tuple[str, dict]], seconds: float) -> dict:
+    """One results object over several models' ladders, each `assemble`d by its own run on
+    the same questions and index: every model x rung is one row (labelled "model TYPE"),
+    all rows are summarized again together, so that each interval and each paired
+    difference to the best rung (the highest keyword hit; ties: the larger file) uses the
+    same draws, and `recommend` picks over all of them against that best rung."""
+    first = models[0][1]
+    scores = {"evidence": [q["rows"]["evidence"]["score"] for q in first["questions"]]}
+    rows, hits = [], {}
+    for name, r in models:
+        for rung in r["rungs"]:
+            label = f"{name} {rung['type']}"
+            scores[label] = [q["rows"][rung["type"]]["score"] for q in r["questions"]]
+            hits[label] = rung["answers"]["keyword_hit"]["value"]
+            rows.append(
+                {"label": label, "model": name}
+                | {k: rung[k] for k in ("type", "path", "bytes", "bits_per_weight", "divergence")}
+                | {"divergence_from": f"{name} {r['top_rung']}", "measured": rung["measured"]}
+            )
+    best = max(rows, key=lambda x: (hits[x["label"]] or -1.0, x["bytes"]))
+    answers = summarize_rows(scores, best["label"], "evidence", MODES)
+    for row in rows:
+        row["answers"] = answers[row["label"]]
+    ladder = [best] + [x for x in rows if x is not best]
+    rec = recommend([x | {"type": x["label"]} for x in ladder], answers, "best rung overall")
+    if rec["type"]:
+        chosen = next(x for x in rows if x["label"] == rec["type"])
+        rec |= {"label": chosen["label"], "model": chosen["model"], "type": chosen["type"]}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "models": [{"model": name} | r for name, r in models],
+        "best": best["label"],
+        "dataset": first["dataset"],
+        "index": first["index"],
+        "evidence_only": {"answers": answers["evidence"]},
+        "rungs": rows,
+        "recommendation": rec,
+        "measured": {
+            "seconds": round(seconds, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
 
+
+def write_outputs(results: dict, out: Path) -> None:
+    """results.json, report.md and accuracy_vs_bits.png, for one model or (`combine`) several."""
+    from eval.plot import draw, draw_models
+    from eval.report import markdown, markdown_models
+
+    several = "models" in results
     for name, text in (
         ("results.json", json.dumps(results, ensure_ascii=False, indent=1)),
-        ("report.md", markdown(results)),
+        ("report.md", (markdown_models if several else markdown)(results)),
     ):
         tmp = out / f".{name}.{os.getpid()}.tmp"
         tmp.write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, out / name)
-    draw(results, out / "accuracy_vs_bits.png")
+    (draw_models if several else draw)(results, out / "accuracy_vs_bits.png")

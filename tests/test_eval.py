@@ -7,8 +7,10 @@ short): the three outputs and their documented keys, self-KLD 0 and Q2_K above Q
 second run of the same command is SIGKILLed twice (while measuring Q2_K, then while a
 rung answers, its log torn mid-line) and resumed: its results.json equals the first run's
 apart from timings and paths, which shows both that runs repeat and that a killed run
-resumes. A user's own question file over a given index; one clear line for refused types
-and bad datasets (in process: nothing runs before the refusal)."""
+resumes. A user's own question file over a given index; several models (the embedded one
+under its name and its path) in one table and one plot; one clear line for refused types,
+bad datasets and a duplicated or unknown source (in process: nothing runs before the
+refusal)."""
 
 import json
 import os
@@ -274,6 +276,48 @@ def test_a_reader_models_decisions_are_measured_per_rung(
             continue
         assert row["reader"]["picked"] is None or row["reader"]["picked"] in row["reader"]["read"]
     assert "## The reader's decisions per rung" in (out / "report.md").read_text()
+
+
+def test_several_models_share_one_table_and_one_plot(
+    env: dict, sample_index: Path, model_path: Path, tmp_path: Path
+):
+    rows = {json.loads(line)["id"]: line for line in QA_PATH.read_text().splitlines()}
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(rows[i] + "\n" for i in PICK), encoding="utf-8")
+    out, names = tmp_path / "out", ["smollm2-135m-instruct", model_path.stem]
+    args = ["--source", f"{names[0]},{model_path}", "--types", "Q8_0", "--dataset", str(mine)]
+    args += ["--index", str(sample_index), "--split", "all", "--limit", "3"]
+    done = bitrag(env | {"BITRAG_READER": "on"}, *args, "--kld-tokens", "16", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    for name in names:  # each model's own eval, as a single-source run writes it
+        assert results(out / name)["rungs"][0]["type"] == "Q8_0"
+        assert (out / name / "report.md").is_file() and (out / name / "cache").is_dir()
+    r = results(out)
+    assert [m["model"] for m in r["models"]] == names
+    assert [(x["model"], x["type"]) for x in r["rungs"]] == [(n, "Q8_0") for n in names]
+    hits = [x["answers"]["keyword_hit"] for x in r["rungs"]]
+    assert hits[0]["value"] == hits[1]["value"] and hits[1]["vs_top"]["diff"] == 0  # one file
+    assert r["recommendation"]["model"] in names and r["recommendation"]["type"] == "Q8_0"
+    report = (out / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| model | rung |") and "pick holds the keywords" in table[0]
+    assert [line.split(" | ")[0].removeprefix("| ") for line in table[2:]] == names
+    assert (out / "accuracy_vs_bits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("sources", "says"),
+    [
+        ("smollm2-135m-instruct, smollm2-135m-instruct", "names smollm2-135m-instruct twice"),
+        ("smollm2-135m-instruct,no-such-model", "no-such-model is neither a registered model"),
+    ],
+)
+def test_a_duplicated_or_unknown_source_gives_one_line(run, tmp_path: Path, sources, says):
+    done = run("eval", "--source", sources, "--types", "Q8_0", "--out", str(tmp_path / "out"))
+    assert done.exit_code != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_imatrix_types_are_refused_with_one_line(run, tmp_path: Path):

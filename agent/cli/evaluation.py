@@ -8,7 +8,9 @@ from agent.cli.common import print_json
 
 
 @click.command("eval")
-@click.option("--source", help="GGUF file or registered name to requantize (default: embedded).")
+@click.option(
+    "--source", help="GGUF files or registered names, comma-separated (default: embedded)."
+)
 @click.option("--types", help="Comma-separated rungs (default: F16,Q8_0,Q6_K,...,Q2_K).")
 @click.option("--dataset", help="Questions in the qa.jsonl schema (default: data/eval/qa.jsonl).")
 @click.option("--index", help="Index the questions are about (default: the sample corpus).")
@@ -23,16 +25,21 @@ from agent.cli.common import print_json
 def eval_cmd(source, types, dataset, index, split, limit, out_dir, kld_tokens, as_json) -> None:
     """Accuracy versus bit-width on your documents: report.md, results.json, a plot."""
     from eval.ladder_run import Options, Progress, run_eval
+    from eval.models_run import named_sources, run_models
 
-    opts = Options(source=source, split=split, limit=limit, out=Path(out_dir).expanduser(),
+    sources = named_sources(source)  # several are checked here, before any work
+    several = sources if len(sources) > 1 else None
+    opts = Options(source=sources[0][1], split=split, limit=limit, out=Path(out_dir).expanduser(),
                    kld_tokens=kld_tokens, index=Path(index).expanduser() if index else None)
     if types is not None:
         opts.types = [t.strip() for t in types.split(",") if t.strip()]
     if dataset:
         opts.dataset = Path(dataset).expanduser()
-    results = run_eval(opts, Progress())
+    results = run_models(opts, several, Progress()) if several else run_eval(opts, Progress())
     if as_json:
         print_json(results)
         return
     click.echo(results["recommendation"]["summary"])
     click.echo(f"wrote {opts.out / 'report.md'}, results.json, accuracy_vs_bits.png")
+    if several:
+        click.echo(f"each model's own: {', '.join(str(opts.out / n) for n, _ in several)}")
