@@ -4,6 +4,7 @@ The run context (index, model, tools) arrives as `runtime.context`; see
 agent/state.py. Routing decisions between nodes live in agent/graph.py.
 """
 
+import os
 import re
 
 from langgraph.config import get_stream_writer
@@ -14,7 +15,7 @@ from agent import followup, prompts, reader, routing, semantic, toolcall
 from agent.render import where
 from agent.runtime.context import fit
 from agent.state import Context, State
-from agent.verify import enough, finished, verify
+from agent.verify import MAX_SENTENCES, finished, said, unsupported, verify
 from retrieval.tokenize import language, tokenize
 
 MIN_COVERAGE = 0.55  # share of the question's term weight one chunk must hold (dev split)
@@ -141,20 +142,36 @@ def _read_texts(state: State) -> tuple[str, ...]:
 
 
 def _draft(state: State, ctx: Context, messages) -> str:
-    """The model's answer, streamed to whoever listens; the stream stops once the finished
-    sentences are `enough` (agent/verify.py)."""
+    """The model's answer. Each sentence reaches whoever listens once it has ended and the
+    evidence backs it (`unsupported`, agent/verify.py): a sentence that states what the
+    notes do not is never shown, and ends the draft, as MAX_SENTENCES do."""
     quotes, read = [e.quote for e in state["evidence"]], _read_texts(state)
     emit = get_stream_writer()
     emit({"evidence": [e.as_dict() for e in state["evidence"]]})  # shown while the model writes
-    draft = done = ""
+
+    def backed(text: str) -> bool:
+        return not unsupported(text, state["question"], quotes, ctx.weights, read)
+
+    draft = shown = ""
     for piece in ctx.llm.stream(messages, MAX_ANSWER_TOKENS, STOP):
         draft += piece
-        emit({"token": piece})
-        if (now := finished(draft)) != done:
-            done = now
-            if enough(done, state["question"], quotes, ctx.weights, read):
-                return done  # two sentences, or one the evidence cannot back
+        if (done := finished(draft)) == shown:
+            continue
+        if not backed(done):
+            return done
+        emit({"token": _after(shown, done)})
+        shown = done
+        if said(done) >= MAX_SENTENCES:
+            return done
+    whole = " ".join(ev.sentences(draft))
+    if whole != shown and backed(whole):
+        emit({"token": _after(shown, whole)})
     return draft
+
+
+def _after(shown: str, text: str) -> str:
+    """What `text` adds to what was shown already (it grows by whole sentences)."""
+    return text[len(os.path.commonprefix([shown, text])) :]
 
 
 def generate(state: State, runtime: Runtime[Context]) -> State:

@@ -29,7 +29,7 @@ UNITS = frozenset(
     "bit bits byte bytes b kb mb gb tb kib mib gib tib k m x % percent times".split()
     + "비트 바이트 개 배 번".split()
 )
-MAX_SENTENCES = 2  # an answer is one or two sentences; the stream stops at a third
+MAX_SENTENCES = 2  # an answer is one or two sentences; the draft stops at the second
 _WORDS = re.compile(r"[^\W\d_]")
 RARE_WEIGHT = 2.5  # terms this rare (evidence.TermWeights) must be backed by the evidence
 _SUFFIXES = ("ing", "ed", "es", "e", "s")
@@ -281,22 +281,10 @@ def finished(draft: str) -> str:
     return " ".join([*parts[:-1], markers.group(0).strip() if markers else ""]).strip()
 
 
-def enough(
-    text: str,
-    question: str,
-    evidence: list[str],
-    weights: TermWeights,
-    read: tuple[str, ...] = (),
-) -> bool:
-    """Whether the finished `text` of a draft ends it: MAX_SENTENCES said, or a sentence
-    already unsupported (more text cannot make it supported)."""
-    said = sum(_says(s) for s in sentences(text))
-    return said >= MAX_SENTENCES or bool(unsupported(text, question, evidence, weights, read))
-
-
-def _says(sentence: str) -> bool:
-    """Whether a sentence has words (not only citation markers)."""
-    return bool(_WORDS.search(_MARKER.sub("", sentence)))
+def said(text: str) -> int:
+    """How many sentences of `text` have words (not only citation markers): a draft ends at
+    MAX_SENTENCES."""
+    return sum(1 for s in sentences(text) if _WORDS.search(_MARKER.sub("", s)))
 
 
 def _supporting(cited: list[int], new_terms: set[str], evidence: list[str]) -> list[int]:

@@ -36,6 +36,23 @@ def test_ask_human_output_lists_sources(run, home):
     assert (home / "index" / "CURRENT").is_file()  # the sample corpus, indexed on first use
 
 
+def test_a_draft_sentence_the_notes_do_not_back_is_never_shown(
+    run, run_json, home_with_sample_index
+):
+    """The embedded model's first sentence on the bfloat16 table states a count the table
+    does not give it: the user reads the quote and why, not a wrong answer taken back."""
+    question = "What are the sign, exponent and mantissa bit counts of bfloat16?"
+    result = run_json("ask", question)
+    assert result["mode"] == "quoted" and result["draft"], result
+    shown = run("ask", question)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    quote = lines.index(f"{result['answer']}")
+    assert lines[quote + 1 :] == ["(quoted from your notes)", f"note: {result['note']}"]
+    assert all(line.startswith(("[", "    ")) for line in lines[:quote]), "only evidence before"
+    assert "not supported by the notes" not in shown.stdout
+
+
 def test_ctrl_c_ends_a_cold_ask_by_the_signal_itself(home_with_sample_index):
     """Not swallowed by a library, not deferred to the end of a native call: the process
     dies of SIGINT (its latency is in the session note: under 0.03 s at any point)."""

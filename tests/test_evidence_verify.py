@@ -5,7 +5,7 @@ from agent import semantic
 from agent.evidence import TermWeights, asks_two_things, select, sentences, unknown_specifics
 from agent.followup import is_follow_up, resolve
 from agent.routing import expression_in, route
-from agent.verify import drop_repeats, enough, finished, has_repeat, verify
+from agent.verify import drop_repeats, finished, has_repeat, said, unsupported, verify
 from retrieval.bm25 import BM25
 from retrieval.chunking import Chunk
 from retrieval.store import Hit
@@ -105,9 +105,10 @@ def test_echoes_foreign_terms_and_unknown_citations_fail():
     evidence = sentences(PROSE)
     question = "What does QLoRA store the base model in?"
     assert not verify("What does QLoRA store the base model in?", question, evidence, weights).ok
-    assert "not in the evidence" in verify(
-        "QLoRA stores it in GPTQ format.", question, evidence, weights
-    ).reason
+    assert (
+        "not in the evidence"
+        in verify("QLoRA stores it in GPTQ format.", question, evidence, weights).reason
+    )
     assert "[7]" in verify("4-bit NF4 [7].", question, evidence, weights).reason
 
 
@@ -136,9 +137,10 @@ def test_a_streaming_draft_ends_at_two_sentences_or_at_an_unsupported_one():
     assert finished("It is stored in 4-bit NF4. [2] It keeps") == "It is stored in 4-bit NF4. [2]"
     assert finished("It is stored in 4-bit") == ""
     one = "QLoRA stores the base model in 4-bit NF4 [2]."
-    assert not enough(one, question, evidence, weights)
-    assert enough(f"{one} The base model stays frozen.", question, evidence, weights)
-    assert enough("QLoRA stores it in 3-bit GPTQ.", question, evidence, weights)
+    assert said(one) == 1 and not unsupported(one, question, evidence, weights)
+    assert said(f"{one} The base model stays frozen. [1]") == 2
+    assert said(f"{one} [1] [2]") == 1, "markers alone say nothing"
+    assert unsupported("QLoRA stores it in 3-bit GPTQ.", question, evidence, weights)
 
 
 def test_the_meaning_gate_decides_as_the_full_match_does():
