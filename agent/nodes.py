@@ -111,8 +111,16 @@ def judge(state: State, runtime: Runtime[Context]) -> State:
     hits = [h for h in state["hits"] if h.chunk.chunk_id not in state["examined"]]
     if not hits:
         return {"picked": 0}  # nothing new to read: what it read before stays on record
-    verdict = reader.judge(runtime.context.llm, state["searched"][0], hits)
+    llm, question = runtime.context.llm, state["question"]
+    verdict = reader.judge(llm, question, hits, earlier=_earlier(state))
     return {"passages": list(verdict.hits), "picked": verdict.passage}
+
+
+def _earlier(state: State) -> str | None:
+    """The question a follow-up follows (None for a question of its own)."""
+    history = state.get("history") or []
+    follows = history and state["searched"][0] != state["question"]  # resolved against it
+    return history[-1]["question"] if follows else None
 
 
 def pick(state: State, runtime: Runtime[Context]) -> State:
@@ -189,9 +197,9 @@ def generate(state: State, runtime: Runtime[Context]) -> State:
 def write(state: State, runtime: Runtime[Context]) -> State:
     """A short answer from the passages the judge read, the picked one first, asked over the
     prompt the judge read (so the model evaluates only the new job's tokens)."""
-    lang = language(state["question"])
-    asked = state["searched"][0]
-    messages = reader.write_messages(asked, state["passages"], state["picked"], lang)
+    question = state["question"]
+    shown, picked = state["passages"], state["picked"]
+    messages = reader.write_messages(question, shown, picked, language(question), _earlier(state))
     return {"draft": _draft(state, runtime.context, messages)}
 
 

@@ -122,29 +122,44 @@ def judge_schema(n: int) -> dict:
     return {"type": "integer", "enum": list(range(n + 1))}
 
 
+def asked(question: str, earlier: str | None = None) -> str:
+    """The question as a job states it; a follow-up with the question it follows, so the
+    model answers the new question, not the earlier one."""
+    if not earlier:
+        return question
+    return f"{question} (a follow-up to the earlier question: {earlier})"
+
+
 def judge(
     llm: LLM,
     question: str,
     hits: list[Hit],
     passages: int = MAX_PASSAGES,
     chars: int = PASSAGE_CHARS,
+    earlier: str | None = None,
 ) -> Verdict:
-    """Which of the first `passages` hits states the answer (0: none), one grammar reply."""
+    """Which of the first `passages` hits states the answer (0: none), one grammar reply;
+    `earlier` is the question a follow-up follows."""
     if not hits:
         return Verdict(0, ())
-    job = JUDGE_JOB.format(question=question)
-    messages, shown, _ = fit(
-        llm, lambda kept: reader_messages(question, kept, job, chars), hits[:passages], WRITE_TOKENS
-    )
+    job = JUDGE_JOB.format(question=asked(question, earlier))
+    focus = f"{question} {earlier}" if earlier else question
+
+    def build(kept: list[Hit]) -> Messages:
+        return reader_messages(focus, kept, job, chars)
+
+    messages, shown, _ = fit(llm, build, hits[:passages], WRITE_TOKENS)
     reply = generate_json(llm, messages, judge_schema(len(shown)), max_tokens=4)
     return Verdict(int(reply), tuple(shown))
 
 
-def write_messages(question: str, shown: list[Hit], passage: int, language: str) -> Messages:
+def write_messages(
+    question: str, shown: list[Hit], passage: int, language: str, earlier: str | None = None
+) -> Messages:
     """The write job over the passages the judge read: the same prefix, a new last turn."""
     name = LANGUAGE_NAMES.get(language, "the question's language")
-    job = WRITE_JOB.format(question=question, n=passage, language=name)
-    return reader_messages(question, shown, job)
+    job = WRITE_JOB.format(question=asked(question, earlier), n=passage, language=name)
+    return reader_messages(f"{question} {earlier}" if earlier else question, shown, job)
 
 
 def declined(draft: str) -> bool:

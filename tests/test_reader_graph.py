@@ -135,3 +135,23 @@ def test_a_draft_that_fails_its_check_quotes_the_best_sentence_of_every_passage_
     assert "Tomatoes need six hours of sun" in out["answer"]
     assert out["citations"][0]["chunk_id"] == by_note["garden.md"].chunk.chunk_id
     assert out["evidence"][0].chunk_id == by_note["garden.md"].chunk.chunk_id
+
+
+def test_a_follow_up_is_asked_with_the_question_it_follows(toy_index):
+    from langgraph.runtime import Runtime
+
+    from agent import nodes, reader
+
+    runtime = Runtime(context=make_agent(Index.load(toy_index)).context)
+    earlier = "How many hours of sun do tomatoes need?"
+    history = [{"question": earlier, "query": earlier, "answer": "Six hours."}]
+    follow = "And what about watering?"
+    state = {"question": follow, "history": history}
+    state |= nodes.start(state, runtime)
+    state["searched"] = [state["query"]]
+    assert nodes._earlier(state) == earlier
+    hits = Index.load(toy_index).search(state["query"], 3)
+    job = reader.write_messages(follow, hits, 1, "en", nodes._earlier(state))[-1]["content"]
+    assert job.startswith(f"Question: {follow} (a follow-up to the earlier question: {earlier})")
+    own = {"question": earlier, "history": history, "searched": [earlier, "tomatoes hours sun"]}
+    assert nodes._earlier(own) is None  # a rewritten query does not make it a follow-up
