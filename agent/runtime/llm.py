@@ -149,6 +149,15 @@ class LocalLLM:
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
+    def evaluated(self) -> tuple[int, int]:
+        """Tokens llama.cpp has evaluated since loading: (prompt tokens, generated tokens).
+        A prompt's prefix kept from the previous call is not evaluated again, so this is
+        what the prompt cache leaves to read."""
+        from llama_cpp import llama_perf_context
+
+        perf = llama_perf_context(self._llama.ctx)
+        return perf.n_p_eval, perf.n_eval
+
 
 class RemoteLLM:
     """An OpenAI-compatible llama.cpp server (llama_cpp.server or llama-server) at `url`.
