@@ -16,6 +16,7 @@ from agent.render import where
 from agent.runtime.context import fit
 from agent.state import Context, State
 from agent.verify import MAX_SENTENCES, finished, said, unsupported, verify
+from retrieval.store import Hit
 from retrieval.tokenize import language, tokenize
 
 MIN_COVERAGE = 0.55  # share of the question's term weight one chunk must hold (dev split)
@@ -107,12 +108,17 @@ def readable(state: State, runtime: Runtime[Context]) -> bool:
 
 def judge(state: State, runtime: Runtime[Context]) -> State:
     """The model reads the retrieved passages and names the one that states the answer, or
-    none (agent/reader.py); after a rewrite it reads only passages it has not read yet."""
+    none (agent/reader.py); after a rewrite it reads only passages it has not read yet. On
+    the first search the top passage's evidence is shown before the model reads (reading
+    takes seconds on a CPU; most often that passage is the one it picks)."""
     hits = [h for h in state["hits"] if h.chunk.chunk_id not in state["examined"]]
     if not hits:
         return {"picked": 0}  # nothing new to read: what it read before stays on record
-    llm, question = runtime.context.llm, state["question"]
-    verdict = reader.judge(llm, question, hits, earlier=_earlier(state))
+    ctx = runtime.context
+    if len(state["searched"]) == 1:
+        shown = _evidence_in(state, ctx, hits[0], hits[1 : reader.MAX_PASSAGES])
+        get_stream_writer()({"evidence": [e.as_dict() for e in shown]})
+    verdict = reader.judge(ctx.llm, state["question"], hits, earlier=_earlier(state))
     return {"passages": list(verdict.hits), "picked": verdict.passage}
 
 
@@ -124,21 +130,28 @@ def _earlier(state: State) -> str | None:
 
 
 def pick(state: State, runtime: Runtime[Context]) -> State:
-    """Evidence sentences chosen inside the passage the model picked (by the question's
-    terms, else by meaning, else its opening sentences), then the best of the others it
-    read, which its answer may draw on."""
+    """Evidence sentences chosen inside the passage the model picked, then the best of the
+    others it read, which its answer may draw on."""
     ctx = runtime.context
-    chosen = [state["passages"][state["picked"] - 1]]
+    chosen = state["passages"][state["picked"] - 1]
+    others = [h for h in state["passages"] if h is not chosen]
+    return {
+        "evidence": _evidence_in(state, ctx, chosen, others),
+        "coverage": ev.coverage(state["query"], [chosen], ctx.weights),
+    }
+
+
+def _evidence_in(state: State, ctx: Context, chosen: Hit, others: list[Hit]) -> list[ev.Evidence]:
+    """PICKED_EVIDENCE sentences of `chosen` by the question's terms (else by meaning, else
+    its opening), then the best one of `others`."""
     query = state["query"]
     focus = state["question"] if query != state["question"] else None
-    others = [h for h in state["passages"] if h is not chosen[0]]
-    evidence = ev.select(query, chosen, ctx.weights, focus, PICKED_EVIDENCE)
+    evidence = ev.select(query, [chosen], ctx.weights, focus, PICKED_EVIDENCE)
     if evidence:
         evidence += ev.select(query, others, ctx.weights, focus, 1)
     if not evidence and ctx.semantic:
-        evidence = semantic.match(state["searched"][0], chosen).evidence
-    coverage = ev.coverage(query, chosen, ctx.weights)
-    return {"evidence": evidence or ev.opening(chosen[0]), "coverage": coverage}
+        evidence = semantic.match(state["searched"][0], [chosen]).evidence
+    return evidence or ev.opening(chosen)
 
 
 def _read_texts(state: State) -> tuple[str, ...]:
@@ -241,7 +254,7 @@ def _best_read(state: State, runtime: Runtime[Context]) -> State:
     }
 
 
-def _quoted(state: State) -> list:
+def _quoted(state: State) -> list[Hit]:
     """The passage the best evidence comes from."""
     first = state["evidence"][0].chunk_id
     return [h for h in state["passages"] if h.chunk.chunk_id == first]

@@ -36,6 +36,7 @@ TAKEN_BACK = {
     "quoted": "(that answer was not supported by the notes; quoting them instead)",
     "abstained": "(that answer was not supported by the notes, so bitrag does not answer)",
 }
+NOT_STATED = "(the model read these passages: none of them states the answer)"
 
 
 def answer_live(
@@ -44,7 +45,8 @@ def answer_live(
     write: Callable[[str], None],
 ) -> dict:
     """Run `ask(on_token, on_evidence)` and print as it goes: the evidence as soon as it is
-    chosen, the answer streamed under it, then what the finished result adds."""
+    chosen (once, however often it is offered), the answer streamed under it, then what the
+    finished result adds."""
     streamed: list[str] = []
     shown: list[list[dict]] = []
 
@@ -53,14 +55,17 @@ def answer_live(
         write(piece)
 
     def on_evidence(evidence: list[dict]) -> None:
+        if not shown or shown[-1] != evidence:  # shown before the model read, then again
+            show_evidence(evidence, echo)
         shown.append(evidence)
-        show_evidence(evidence, echo)
 
     result = ask(on_token, on_evidence)
     if streamed:
         write("\n")
         if result["mode"] != "generated":
             echo(TAKEN_BACK[result["mode"]])
+    elif shown and result["mode"] == "abstained":
+        echo(NOT_STATED)
     answer_shown = result["mode"] == "generated" and bool(streamed)
     evidence_shown = bool(shown) and shown[-1] == result["evidence"]
     show_answer(result, echo, answer_shown, evidence_shown)

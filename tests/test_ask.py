@@ -121,3 +121,20 @@ def test_a_streamed_draft_that_ends_in_abstention_is_taken_back_as_such():
         "(that answer was not supported by the notes, so bitrag does not answer)",
         "The notes do not answer this.",
     ]
+
+
+def test_evidence_offered_twice_is_shown_once_and_an_abstention_under_it_says_why():
+    from agent.render import NOT_STATED, answer_live
+
+    evidence = [{"quote": "Trains leave at 22:10.", "chunk_id": "t.md#0", "where": "t.md#0"}]
+    said: list[str] = []
+
+    def ask(on_token, on_evidence):
+        on_evidence(evidence)  # before the model reads
+        on_evidence(evidence)  # and again as it would write from it
+        answer = "The notes do not answer this."
+        return {"mode": "abstained", "answer": answer, "note": "", "evidence": []}
+
+    answer_live(ask, said.append, said.append)
+    assert said[:3] == ['[1] "Trains leave at 22:10."', "    t.md#0", NOT_STATED]
+    assert said[3:] == ["The notes do not answer this."]

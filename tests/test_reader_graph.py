@@ -155,3 +155,11 @@ def test_a_follow_up_is_asked_with_the_question_it_follows(toy_index):
     assert job.startswith(f"Question: {follow} (a follow-up to the earlier question: {earlier})")
     own = {"question": earlier, "history": history, "searched": [earlier, "tomatoes hours sun"]}
     assert nodes._earlier(own) is None  # a rewritten query does not make it a follow-up
+
+
+def test_the_top_passages_evidence_is_shown_before_the_model_reads(reader_agent):
+    offered: list[list[dict]] = []
+    result = reader_agent.ask("How many hours of sun do tomatoes need?", on_evidence=offered.append)
+    assert offered[0] and offered[0][0]["chunk_id"] == result["reader"]["read"][0]
+    if result["mode"] == "generated":
+        assert offered[-1] == result["evidence"]  # what the answer cites was shown last
