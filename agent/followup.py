@@ -22,9 +22,7 @@ MIN_TERMS = 3
 def is_follow_up(question: str) -> bool:
     if len(set(tokenize(question))) < MIN_TERMS:
         return True
-    return any(
-        p.search(question) for p in (_EN_OPENERS, _EN_POINTERS, _KO_OPENERS, _KO_POINTERS)
-    )
+    return any(p.search(question) for p in (_EN_OPENERS, _EN_POINTERS, _KO_OPENERS, _KO_POINTERS))
 
 
 def resolve(question: str, previous_query: str | None) -> str:

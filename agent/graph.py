@@ -183,4 +183,5 @@ def _reader(state: State) -> dict | None:
     return {
         "read": [h.chunk.chunk_id for h in shown],
         "picked": shown[picked - 1].chunk.chunk_id if picked else None,
+        "likelihood": [round(p, 4) for p in state.get("judged") or []],
     }

@@ -45,6 +45,7 @@ def start(state: State, runtime: Runtime[Context]) -> State:
         "evidence": [],
         "passages": [],
         "picked": 0,
+        "judged": [],
         "coverage": 0.0,
         "similarity": 0.0,
         "unknown": ev.unknown_specifics(question, runtime.context.weights),
@@ -119,7 +120,8 @@ def judge(state: State, runtime: Runtime[Context]) -> State:
         shown = _evidence_in(state, ctx, hits[0], hits[1 : reader.MAX_PASSAGES])
         get_stream_writer()({"evidence": [e.as_dict() for e in shown]})
     verdict = reader.judge(ctx.llm, state["question"], hits, earlier=_earlier(state))
-    return {"passages": list(verdict.hits), "picked": verdict.passage}
+    judged = list(verdict.likelihood)
+    return {"passages": list(verdict.hits), "picked": verdict.passage, "judged": judged}
 
 
 def _earlier(state: State) -> str | None:

@@ -7,8 +7,11 @@ import pytest
 
 from agent.reader import (
     MAX_PASSAGES,
+    NONE_SHARE,
+    OVER_FIRST,
     WRITE_TOKENS,
     Verdict,
+    decide,
     declined,
     excerpt,
     judge,
@@ -40,6 +43,10 @@ def test_the_judge_names_a_shown_passage_or_none(llm, sample_index, question):
     assert list(verdict.hits) == hits[: len(verdict.hits)]  # in rank order, none invented
     assert 0 <= verdict.passage <= len(verdict.hits)
     assert verdict.picked == (hits[verdict.passage - 1] if verdict.passage else None)
+    assert len(verdict.likelihood) == len(verdict.hits) + 1  # how likely 0, 1, ... were
+    assert abs(sum(verdict.likelihood) - 1) < 1e-6 and verdict.passage == decide(
+        list(verdict.likelihood)
+    )
     messages = reader_messages(question, list(verdict.hits), "job")
     assert count_messages(llm, messages) < llm.n_ctx
 
@@ -55,6 +62,14 @@ def test_long_chunks_are_cut_and_the_lowest_ranked_dropped_to_fit(model_path, sa
     assert 0 <= verdict.passage <= len(verdict.hits)
     messages = reader_messages(question, list(verdict.hits), "job")
     assert count_messages(small, messages) <= 512 - WRITE_TOKENS
+
+
+def test_the_verdict_weighs_none_and_the_first_passage():
+    assert decide([NONE_SHARE, 1 - NONE_SHARE, 0.0]) == 0
+    low = NONE_SHARE / 2
+    first = (1 - low) / (1 + OVER_FIRST * 0.9)
+    assert decide([low, first, 1 - low - first]) == 1  # not OVER_FIRST times likelier
+    assert decide([low, 0.1, 1 - low - 0.1]) == 2
 
 
 def test_no_passages_is_no_answer_without_asking_the_model():

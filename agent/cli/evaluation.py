@@ -19,8 +19,13 @@ from agent.cli.common import print_json
 )
 @click.option("--limit", type=click.IntRange(1), help="Only the first N questions.")
 @click.option("--out", "out_dir", default="bitrag-eval", show_default=True, help="Output folder.")
-@click.option("--kld-tokens", default=2048, show_default=True, type=click.IntRange(8, 1 << 20),
-              help="Held-out tokens scored for divergence.")
+@click.option(
+    "--kld-tokens",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(8, 1 << 20),
+    help="Held-out tokens scored for divergence.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
 def eval_cmd(source, types, dataset, index, split, limit, out_dir, kld_tokens, as_json) -> None:
     """Accuracy versus bit-width on your documents: report.md, results.json, a plot."""
@@ -29,8 +34,14 @@ def eval_cmd(source, types, dataset, index, split, limit, out_dir, kld_tokens, a
 
     sources = named_sources(source)  # several are checked here, before any work
     several = sources if len(sources) > 1 else None
-    opts = Options(source=sources[0][1], split=split, limit=limit, out=Path(out_dir).expanduser(),
-                   kld_tokens=kld_tokens, index=Path(index).expanduser() if index else None)
+    opts = Options(
+        source=sources[0][1],
+        split=split,
+        limit=limit,
+        out=Path(out_dir).expanduser(),
+        kld_tokens=kld_tokens,
+        index=Path(index).expanduser() if index else None,
+    )
     if types is not None:
         opts.types = [t.strip() for t in types.split(",") if t.strip()]
     if dataset:

@@ -149,6 +149,26 @@ class LocalLLM:
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
+    def choice(self, messages: Messages, options: list[str]) -> list[float]:
+        """How likely the reply opens with each option (each option's first token; they
+        must differ there), renormalized over the options: a one-token constrained reply
+        that keeps the model's confidence, read from llama.cpp's logits at the reply's
+        first position."""
+        import numpy as np
+        from llama_cpp import llama_get_logits_ith
+
+        ids = [self._llama.tokenize(o.encode("utf-8"), add_bos=False)[0] for o in options]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"options share a first token: {options}")
+        with self._lock:
+            self._fit_threads()
+            self._llama.create_chat_completion(messages=messages, **sampling(1, None))
+            logits = np.ctypeslib.as_array(
+                llama_get_logits_ith(self._llama.ctx, -1), shape=(self._llama.n_vocab(),)
+            )[ids].astype(float)
+        weights = np.exp(logits - logits.max())
+        return (weights / weights.sum()).tolist()
+
     def evaluated(self) -> tuple[int, int]:
         """Tokens llama.cpp has evaluated since loading: (prompt tokens, generated tokens).
         A prompt's prefix kept from the previous call is not evaluated again, so this is
