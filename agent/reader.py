@@ -3,11 +3,13 @@
 A model that reads the question's language is shown the candidate passages (the top three
 chunks with their heading paths, each cut to 400 characters: the sentences that share the
 most terms with the question, so a table row deep in a chunk is seen; three, not five, keep
-the prompt near 500 tokens, about 7 s at the 1.5B's 71 tokens/s on two cores) and
-replies, under a grammar, with one number: the passage that states the answer, or 0 when
-none does. That one reply decides answer or
-abstain and picks where the evidence comes from; similarity cut-offs cannot tell a near
-miss from a paraphrase, a reader can.
+the prompt near 500 tokens, about 7 s at the 1.5B's 71 tokens/s on two cores; measured
+warm, 733 prompt tokens per turn at the median) and replies with one number: the passage
+that states the answer, or 0 when none does. A local model's reply is one token read from
+llama.cpp's logits over the allowed numbers only, so how likely each was is kept (`decide`);
+a server model replies under a grammar. That one reply decides answer or abstain and
+picks where the evidence comes from; similarity cut-offs cannot tell a near miss from a
+paraphrase, a reader can.
 
 The passages come first, in the system message, and the job last, in the user message, so
 the write job that follows shares the whole passage prefix and llama.cpp evaluates only
@@ -142,8 +144,8 @@ def judge(
     chars: int = PASSAGE_CHARS,
     earlier: str | None = None,
 ) -> Verdict:
-    """Which of the first `passages` hits states the answer (0: none), one grammar reply;
-    `earlier` is the question a follow-up follows."""
+    """Which of the first `passages` hits states the answer (0: none), one constrained
+    reply; `earlier` is the question a follow-up follows."""
     if not hits:
         return Verdict(0, ())
     job = JUDGE_JOB.format(question=asked(question, earlier))

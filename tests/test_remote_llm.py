@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agent.runtime.llm import RemoteLLM, sampling
+from agent.runtime.llm import sampling
+from agent.runtime.remote import RemoteLLM
 from retrieval.errors import UserError
 
 QUESTION = "How many mantissa bits does bfloat16 have?"

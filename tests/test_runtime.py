@@ -17,7 +17,8 @@ from langchain_core.messages import HumanMessage
 from agent.runtime.chat_model import BitragChatModel
 from agent.runtime.constrained import ROUTE_SCHEMA, route
 from agent.runtime.context import count_messages, fit
-from agent.runtime.llm import RemoteLLM, load_llm
+from agent.runtime.llm import load_llm
+from agent.runtime.remote import RemoteLLM
 from retrieval.store import Index
 
 
