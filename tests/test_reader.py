@@ -17,6 +17,7 @@ from agent.reader import (
     judge,
     passage_text,
     reader_messages,
+    write_messages,
 )
 from agent.runtime.context import count_messages
 from agent.runtime.llm import LocalLLM
@@ -92,3 +93,18 @@ def test_a_draft_that_declines_is_told_from_one_that_answers():
     assert declined("노트에는 층 수가 명시되어 있지 않습니다.")
     assert not declined("LoRA는 업데이트 행렬 BA를 학습합니다.")
     assert not declined("논문에서 언급된 값은 65504입니다.")  # mentioning is not declining
+
+
+def test_the_write_job_reads_only_its_own_tokens_after_the_judge(llm, sample_index):
+    """The passages come first, so llama.cpp's prompt cache keeps them from the judge's
+    prompt to the write job's: the write job evaluates its last turn, not the passages."""
+    question = "How many mantissa bits does bfloat16 have?"
+    hits = Index.load(sample_index).search(question, 8)
+    before = llm.evaluated()
+    verdict = judge(llm, question, hits)
+    judged = llm.evaluated()
+    messages = write_messages(question, list(verdict.hits), verdict.passage or 1, "en")
+    llm.chat(messages, 8)
+    written = llm.evaluated()
+    read, rest = judged[0] - before[0], written[0] - judged[0]
+    assert read > 100 and 0 < rest < read / 3, (read, rest)
