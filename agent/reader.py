@@ -136,6 +136,12 @@ def asked(question: str, earlier: str | None = None) -> str:
     return f"{question} (a follow-up to the earlier question: {earlier})"
 
 
+def _focus(question: str, earlier: str | None) -> str:
+    """The text whose terms choose each passage's excerpt: a follow-up's with the earlier
+    question's, since the follow-up alone may name none of them ("and IQ3_S?")."""
+    return f"{question} {earlier}" if earlier else question
+
+
 def judge(
     llm: LLM,
     question: str,
@@ -149,10 +155,9 @@ def judge(
     if not hits:
         return Verdict(0, ())
     job = JUDGE_JOB.format(question=asked(question, earlier))
-    focus = f"{question} {earlier}" if earlier else question
 
     def build(kept: list[Hit]) -> Messages:
-        return reader_messages(focus, kept, job, chars)
+        return reader_messages(_focus(question, earlier), kept, job, chars)
 
     messages, shown, _ = fit(llm, build, hits[:passages], WRITE_TOKENS)
     if not isinstance(llm, LocalLLM):  # a server's reply, under the same grammar
@@ -179,7 +184,7 @@ def write_messages(
     """The write job over the passages the judge read: the same prefix, a new last turn."""
     name = LANGUAGE_NAMES.get(language, "the question's language")
     job = WRITE_JOB.format(question=asked(question, earlier), n=passage, language=name)
-    return reader_messages(f"{question} {earlier}" if earlier else question, shown, job)
+    return reader_messages(_focus(question, earlier), shown, job)
 
 
 def declined(draft: str) -> bool:
