@@ -138,3 +138,28 @@ def test_evidence_offered_twice_is_shown_once_and_an_abstention_under_it_says_wh
     answer_live(ask, said.append, said.append)
     assert said[:3] == ['[1] "Trains leave at 22:10."', "    t.md#0", NOT_STATED]
     assert said[3:] == ["The notes do not answer this."]
+
+
+def test_evidence_the_model_replaces_after_reading_is_shown_under_a_line_saying_so():
+    from agent.render import ELSEWHERE, answer_live
+
+    first = [{"quote": "Trains leave at 22:10.", "chunk_id": "t.md#0", "where": "t.md#0"}]
+    picked = [{"quote": "Buses leave at 23:05.", "chunk_id": "b.md#0", "where": "b.md#0"}]
+    said: list[str] = []
+
+    def ask(on_token, on_evidence):
+        on_evidence(first)  # before the model reads
+        on_evidence(picked)  # it picked another passage
+        on_token("Buses leave at 23:05. [1]")
+        return {"mode": "generated", "answer": "", "note": "", "evidence": picked}
+
+    answer_live(ask, said.append, said.append)
+    assert said == [
+        '[1] "Trains leave at 22:10."',
+        "    t.md#0",
+        ELSEWHERE,
+        '[1] "Buses leave at 23:05."',
+        "    b.md#0",
+        "Buses leave at 23:05. [1]",
+        "\n",
+    ]
