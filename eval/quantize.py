@@ -15,10 +15,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from agent.runtime.model_file import GGUFInfo, inspect_gguf
 from retrieval.errors import UserError
+
+if TYPE_CHECKING:
+    from eval.imatrix import Imatrix
 
 # The ladder, highest precision first. Measured on the embedded SmolLM2-135M (Q4_1 source,
 # llama-cpp-python 0.3.36): bits per weight 16.00, 8.51, 8.12, 6.56, 6.17, 5.35, 5.46, 5.14, so
@@ -91,15 +94,16 @@ def _describe_source(info: GGUFInfo) -> dict:
     }
 
 
-def _check_types(types: list[str]) -> list[str]:
-    """Canonical upper-case names, duplicates dropped; unknown or imatrix-only types refused."""
+def _check_types(types: list[str], has_imatrix: bool = False) -> list[str]:
+    """Canonical upper-case names, duplicates dropped; unknown types refused, and imatrix-only
+    types unless an importance matrix is given."""
     if not types:
         raise UserError("no quantization types given, e.g. Q8_0,Q4_K_M")
     names: list[str] = []
     for name in types:
         file_type(name)
         key = name.strip().upper()
-        if key in NEEDS_IMATRIX:
+        if key in NEEDS_IMATRIX and not has_imatrix:
             raise UserError(
                 f"quantization type {key} needs an importance matrix (imatrix), which bitrag "
                 f"does not provide; IQ types that work without one: {', '.join(IQ_WITHOUT_IMATRIX)}"
@@ -171,8 +175,10 @@ def _failure_reason(log: IO[str]) -> str:
     return (errors or lines or ["no message from llama.cpp"])[-1]
 
 
-def _run_llama_quantize(src: Path, dst: Path, ftype: int) -> str:
-    """One quiet llama_model_quantize call: "" on success, else llama.cpp's reason."""
+def _run_llama_quantize(src: Path, dst: Path, ftype: int, imatrix: "Imatrix | None" = None) -> str:
+    """One quiet llama_model_quantize call: "" on success, else llama.cpp's reason. With an
+    imatrix, llama.cpp weighs each tensor's rounding error by its columns' mean squared
+    activation (eval/imatrix.py)."""
     import ctypes
 
     import llama_cpp
@@ -181,6 +187,12 @@ def _run_llama_quantize(src: Path, dst: Path, ftype: int) -> str:
     params.ftype = ftype
     params.allow_requantize = True
     params.nthread = os.cpu_count() or 1
+    buffers = None  # the imatrix array and the arrays it points to: alive until the call returns
+    if imatrix is not None:
+        from eval.imatrix import quantize_params_imatrix
+
+        buffers = quantize_params_imatrix(imatrix)
+        params.imatrix = ctypes.cast(buffers[0], ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     with _captured_native_output() as log:
         code = llama_cpp.llama_model_quantize(
             str(src).encode(), str(dst).encode(), ctypes.byref(params)
@@ -212,13 +224,15 @@ def _check_outputs(src: Path, names: list[str], out_dir: Path) -> None:
             )
 
 
-def _quantize_one(src: Path, type_name: str, out_dir: Path) -> Path:
+def _quantize_one(
+    src: Path, type_name: str, out_dir: Path, imatrix: "Imatrix | None" = None
+) -> Path:
     """Quantize into a hidden temp file in out_dir, rename it into place only on success."""
     final = output_path(src, type_name, out_dir)
     # llama.cpp creates the temp file itself, so it gets the usual umask-based permissions.
     tmp = out_dir / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        reason = _run_llama_quantize(src, tmp, file_type(type_name))
+        reason = _run_llama_quantize(src, tmp, file_type(type_name), imatrix)
         if reason:
             raise UserError(f"llama.cpp could not quantize {src.name} to {type_name}: {reason}")
         _fsync(tmp)
@@ -243,10 +257,12 @@ def quantize(
     types: list[str],
     out_dir: Path,
     progress: Callable[[str], None] | None = None,
+    imatrix: "Imatrix | None" = None,
 ) -> dict:
-    """Requantize src into each type under out_dir; returns source, outputs and ceiling note."""
+    """Requantize src into each type under out_dir; returns source, outputs and ceiling note.
+    An importance matrix (eval/imatrix.py) is used for every type and admits NEEDS_IMATRIX."""
     info = inspect_gguf(Path(src))
-    names = _check_types(list(types))
+    names = _check_types(list(types), imatrix is not None)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     _check_outputs(info.path, names, out_dir)
@@ -256,5 +272,5 @@ def quantize(
     for i, name in enumerate(names, start=1):
         if progress:
             progress(f"[{i}/{len(names)}] quantizing {info.path.name} to {name}")
-        outputs.append(_describe(_quantize_one(info.path, name, out_dir), name))
+        outputs.append(_describe(_quantize_one(info.path, name, out_dir, imatrix), name))
     return {"source": source, "outputs": outputs, "ceiling_note": note}
