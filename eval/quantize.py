@@ -105,8 +105,9 @@ def _check_types(types: list[str], has_imatrix: bool = False) -> list[str]:
         key = name.strip().upper()
         if key in NEEDS_IMATRIX and not has_imatrix:
             raise UserError(
-                f"quantization type {key} needs an importance matrix (imatrix), which bitrag "
-                f"does not provide; IQ types that work without one: {', '.join(IQ_WITHOUT_IMATRIX)}"
+                f"quantization type {key} needs an importance matrix (`bitrag quantize --imatrix "
+                f"notes` makes one); IQ types that work without one: "
+                f"{', '.join(IQ_WITHOUT_IMATRIX)}"
             )
         if key not in names:
             names.append(key)
@@ -252,6 +253,18 @@ def _describe(path: Path, type_name: str) -> dict:
     }
 
 
+def check(
+    src: Path, types: list[str], out_dir: Path, has_imatrix: bool = False
+) -> tuple[GGUFInfo, list[str]]:
+    """The checked source and canonical type names; refuses (one UserError) a bad source,
+    type, output folder or output name before anything is computed or written."""
+    info = inspect_gguf(Path(src))
+    names = _check_types(list(types), has_imatrix)
+    _check_out_dir(Path(out_dir))
+    _check_outputs(info.path, names, Path(out_dir))
+    return info, names
+
+
 def quantize(
     src: Path,
     types: list[str],
@@ -261,11 +274,8 @@ def quantize(
 ) -> dict:
     """Requantize src into each type under out_dir; returns source, outputs and ceiling note.
     An importance matrix (eval/imatrix.py) is used for every type and admits NEEDS_IMATRIX."""
-    info = inspect_gguf(Path(src))
-    names = _check_types(list(types), imatrix is not None)
+    info, names = check(src, types, out_dir, imatrix is not None)
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir)
-    _check_outputs(info.path, names, out_dir)
     source = _describe_source(info)
     note = source.pop("ceiling_note")
     outputs = []

@@ -4,11 +4,20 @@
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from agent.cli.common import MODEL_HELP, check_port, print_json
+from agent.cli.common import INDEX_HELP, MODEL_HELP, check_port, open_default, print_json
 from retrieval.errors import UserError
+
+if TYPE_CHECKING:
+    from eval.imatrix import Imatrix
+
+IMATRIX_HELP = (
+    "Importance matrix for every type (admits Q2_K_S, IQ2_XXS...): a llama.cpp .dat file, or "
+    "'notes' to compute one from the index's notes, saved beside the outputs."
+)
 
 
 @click.group()
@@ -76,20 +85,28 @@ def models_install(name: str, as_json: bool) -> None:
 @click.argument("src")
 @click.option("--types", required=True, help="Comma-separated types, e.g. Q8_0,Q4_K_M,Q2_K.")
 @click.option("--out", "out_dir", required=True, help="Output folder.")
+@click.option("--imatrix", "imatrix_from", help=IMATRIX_HELP)
+@click.option("--index", help=INDEX_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def quantize(src: str, types: str, out_dir: str, as_json: bool) -> None:
+def quantize(
+    src: str, types: str, out_dir: str, imatrix_from: str | None, index: str | None, as_json: bool
+) -> None:
     """Requantize a GGUF model into each of the given types (llama.cpp)."""
+    from eval.quantize import check
     from eval.quantize import quantize as run_quantize
 
     wanted = [t.strip() for t in types.split(",") if t.strip()]
     if not wanted:
         raise UserError("no quantization types given: pass --types Q8_0,Q4_K_M,...")
+    source, out = Path(src).expanduser(), Path(out_dir).expanduser()
+    check(source, wanted, out, imatrix_from is not None)  # before any matrix is computed
 
     def show(message: str) -> None:
         if not as_json:
             click.echo(message, err=True)
 
-    result = run_quantize(Path(src).expanduser(), wanted, Path(out_dir).expanduser(), show)
+    imatrix = _imatrix(imatrix_from, source, index, out, show) if imatrix_from else None
+    result = run_quantize(source, wanted, out, show, imatrix)
     if as_json:
         print_json(result)
         return
@@ -99,6 +116,20 @@ def quantize(src: str, types: str, out_dir: str, as_json: bool) -> None:
         click.echo(
             f"{row['type']:8} {row['bits_per_weight']:6.3f} bpw {row['bytes']:>12} B  {row['path']}"
         )
+
+
+def _imatrix(given: str, src: Path, index: str | None, out: Path, show) -> "Imatrix":
+    """The importance matrix --imatrix names: a .dat file, or computed from the notes."""
+    from eval.calibration import notes_imatrix
+    from eval.imatrix import read
+
+    path = Path(given).expanduser()
+    if given == "notes":
+        path = notes_imatrix(src, open_default(index), out, show)
+        show(f"importance matrix saved: {path}")
+    elif not path.is_file():
+        raise UserError(f"imatrix file {path} not found: give a llama.cpp .dat file or 'notes'")
+    return read(path)
 
 
 @click.command()

@@ -1,0 +1,69 @@
+"""Calibration on the user's notes: which chunks the sample takes (every note in turn, never a
+held-out chunk, one language on request, up to a budget), and `bitrag quantize --imatrix`
+through the CLI with real llama.cpp on the embedded model over a small real index."""
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from agent.cli import cli
+from eval.calibration import describe, sample
+from eval.imatrix import read
+from eval.quantize import source_type
+from retrieval.store import open_index
+
+DOCS = ["flashattention-강의노트.md", "lora-qlora.md", "activation-checkpointing-lecture-notes.md"]
+
+
+def chunks(small_index: Path):
+    return open_index(small_index).chunks
+
+
+def test_every_note_gives_its_first_chunk_before_any_gives_a_second(small_index: Path):
+    taken = sample(chunks(small_index), chars=1)  # the budget is reached after one chunk
+    assert len(taken) == 1
+    first_round = sample(chunks(small_index), chars=10**9)[: len(DOCS)]
+    assert len({c.source for c in first_round}) == len(DOCS)
+
+
+def test_held_out_chunks_are_never_taken_and_the_budget_bounds_the_sample(small_index: Path):
+    every = chunks(small_index)
+    held = {c.chunk_id for c in every[::2]}
+    taken = sample(every, held_out=held, chars=10**9)
+    assert taken and not {c.chunk_id for c in taken} & held
+    assert len(taken) == len(every) - len(held)
+    small = sample(every, chars=2000)
+    assert sum(len(c.text) for c in small[:-1]) < 2000 <= sum(len(c.text) for c in small)
+
+
+def test_one_language_only_on_request(small_index: Path):
+    every = chunks(small_index)
+    korean = sample(every, lang="ko", chars=10**9)
+    assert korean and all(c.lang == "ko" for c in korean)
+    assert len(korean) == sum(1 for c in every if c.lang == "ko") < len(every)
+    assert describe(korean) != describe(sample(every, lang="en", chars=10**9))
+
+
+def test_quantize_with_an_imatrix_from_the_notes(model_path: Path, small_index: Path, tmp_path):
+    out = tmp_path / "out"
+    args = [str(model_path), "--types", "Q2_K_S", "--out", str(out), "--index", str(small_index)]
+    result = CliRunner().invoke(cli, ["quantize", *args, "--imatrix", "notes"])
+    assert result.exit_code == 0, result.output
+    saved = out / f"{model_path.stem}.imatrix.dat"
+    assert f"importance matrix saved: {saved}" in result.stderr
+    assert source_type(out / f"{model_path.stem}.Q2_K_S.gguf") == "Q2_K_S"
+    imatrix = read(saved)
+    assert imatrix.dataset == describe(sample(chunks(small_index)))
+    assert len(imatrix.sums) > 100 and min(imatrix.counts.values()) > 0
+
+
+def test_a_missing_imatrix_file_is_one_line_and_nothing_is_written(model_path: Path, tmp_path):
+    out = tmp_path / "out"
+    missing = tmp_path / "nope.dat"
+    args = [str(model_path), "--types", "Q2_K_S", "--out", str(out), "--imatrix", str(missing)]
+    result = CliRunner().invoke(cli, ["quantize", *args])
+    assert result.exit_code != 0
+    assert result.stderr.strip().splitlines() == [
+        f"Error: imatrix file {missing} not found: give a llama.cpp .dat file or 'notes'"
+    ]
+    assert not out.exists() or not any(out.iterdir())
