@@ -176,7 +176,9 @@ def _failure_reason(log: IO[str]) -> str:
     return (errors or lines or ["no message from llama.cpp"])[-1]
 
 
-def _run_llama_quantize(src: Path, dst: Path, ftype: int, imatrix: "Imatrix | None" = None) -> str:
+def _run_llama_quantize(
+    src: Path, dst: Path, ftype: int, imatrix: "Imatrix | None" = None, prune: tuple[int, ...] = ()
+) -> str:
     """One quiet llama_model_quantize call: "" on success, else llama.cpp's reason. With an
     imatrix, llama.cpp weighs each tensor's rounding error by its columns' mean squared
     activation (eval/imatrix.py)."""
@@ -194,6 +196,10 @@ def _run_llama_quantize(src: Path, dst: Path, ftype: int, imatrix: "Imatrix | No
 
         buffers = quantize_params_imatrix(imatrix)
         params.imatrix = ctypes.cast(buffers[0], ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+    # llama.cpp reads the pruned layer indices up to a -1 (src/llama-quant.cpp), ascending
+    layers = (ctypes.c_int32 * (len(prune) + 1))(*sorted(prune), -1)
+    if prune:
+        params.prune_layers = ctypes.cast(layers, ctypes.POINTER(ctypes.c_int32))
     with _captured_native_output() as log:
         code = llama_cpp.llama_model_quantize(
             str(src).encode(), str(dst).encode(), ctypes.byref(params)
@@ -209,14 +215,24 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def output_path(src: Path, type_name: str, out_dir: Path) -> Path:
-    return out_dir / f"{src.stem}.{type_name}.gguf"
+def output_path(src: Path, type_name: str, out_dir: Path, prune: tuple[int, ...] = ()) -> Path:
+    pruned = f"-pruned{len(prune)}" if prune else ""
+    return out_dir / f"{src.stem}.{type_name}{pruned}.gguf"
 
 
-def _check_outputs(src: Path, names: list[str], out_dir: Path) -> None:
+def prune_rule(layers: int, count: int) -> tuple[int, ...]:
+    """The layers to remove: the `count` blocks just before the last one (the last block maps
+    to the output and is kept; late middle blocks change the hidden state least, the finding
+    of layer-dropping studies such as ShortGPT), refused when nothing would be left."""
+    if count < 1 or count >= layers - 1:
+        raise UserError(f"cannot remove {count} of {layers} layers: give 1 to {layers - 2}")
+    return tuple(range(layers - 1 - count, layers - 1))
+
+
+def _check_outputs(src: Path, names: list[str], out_dir: Path, prune: tuple[int, ...]) -> None:
     """Every output name is free or a file to replace, not a folder (or other non-file)."""
     for name in names:
-        final = output_path(src, name, out_dir)
+        final = output_path(src, name, out_dir, prune)
         if final.exists() and not final.is_file():
             kind = "a folder" if final.is_dir() else "not a regular file"
             raise UserError(
@@ -226,14 +242,18 @@ def _check_outputs(src: Path, names: list[str], out_dir: Path) -> None:
 
 
 def _quantize_one(
-    src: Path, type_name: str, out_dir: Path, imatrix: "Imatrix | None" = None
+    src: Path,
+    type_name: str,
+    out_dir: Path,
+    imatrix: "Imatrix | None" = None,
+    prune: tuple[int, ...] = (),
 ) -> Path:
     """Quantize into a hidden temp file in out_dir, rename it into place only on success."""
-    final = output_path(src, type_name, out_dir)
+    final = output_path(src, type_name, out_dir, prune)
     # llama.cpp creates the temp file itself, so it gets the usual umask-based permissions.
     tmp = out_dir / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        reason = _run_llama_quantize(src, tmp, file_type(type_name), imatrix)
+        reason = _run_llama_quantize(src, tmp, file_type(type_name), imatrix, prune)
         if reason:
             raise UserError(f"llama.cpp could not quantize {src.name} to {type_name}: {reason}")
         _fsync(tmp)
@@ -254,15 +274,17 @@ def _describe(path: Path, type_name: str) -> dict:
 
 
 def check(
-    src: Path, types: list[str], out_dir: Path, has_imatrix: bool = False
-) -> tuple[GGUFInfo, list[str]]:
-    """The checked source and canonical type names; refuses (one UserError) a bad source,
-    type, output folder or output name before anything is computed or written."""
+    src: Path, types: list[str], out_dir: Path, has_imatrix: bool = False, prune: int = 0
+) -> tuple[GGUFInfo, list[str], tuple[int, ...]]:
+    """The checked source, canonical type names and the layers to remove (`prune_rule`);
+    refuses (one UserError) a bad source, type, layer count, output folder or output name
+    before anything is computed or written."""
     info = inspect_gguf(Path(src))
     names = _check_types(list(types), has_imatrix)
+    layers = prune_rule(info.layers, prune) if prune else ()
     _check_out_dir(Path(out_dir))
-    _check_outputs(info.path, names, Path(out_dir))
-    return info, names
+    _check_outputs(info.path, names, Path(out_dir), layers)
+    return info, names, layers
 
 
 def quantize(
@@ -271,16 +293,20 @@ def quantize(
     out_dir: Path,
     progress: Callable[[str], None] | None = None,
     imatrix: "Imatrix | None" = None,
+    prune: int = 0,
 ) -> dict:
     """Requantize src into each type under out_dir; returns source, outputs and ceiling note.
-    An importance matrix (eval/imatrix.py) is used for every type and admits NEEDS_IMATRIX."""
-    info, names = check(src, types, out_dir, imatrix is not None)
+    An importance matrix (eval/imatrix.py) is used for every type and admits NEEDS_IMATRIX;
+    `prune` removes that many whole layers (`prune_rule`) from every output."""
+    info, names, layers = check(src, types, out_dir, imatrix is not None, prune)
     out_dir = Path(out_dir)
     source = _describe_source(info)
     note = source.pop("ceiling_note")
     outputs = []
     for i, name in enumerate(names, start=1):
         if progress:
-            progress(f"[{i}/{len(names)}] quantizing {info.path.name} to {name}")
-        outputs.append(_describe(_quantize_one(info.path, name, out_dir, imatrix), name))
+            cut = f" without layers {', '.join(map(str, layers))}" if layers else ""
+            progress(f"[{i}/{len(names)}] quantizing {info.path.name} to {name}{cut}")
+        path = _quantize_one(info.path, name, out_dir, imatrix, layers)
+        outputs.append(_describe(path, name) | {"pruned_layers": list(layers)})
     return {"source": source, "outputs": outputs, "ceiling_note": note}

@@ -67,3 +67,41 @@ def test_a_missing_imatrix_file_is_one_line_and_nothing_is_written(model_path: P
         f"Error: imatrix file {missing} not found: give a llama.cpp .dat file or 'notes'"
     ]
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_pruned_output_has_fewer_layers_and_still_generates(model_path: Path, tmp_path: Path):
+    from llama_cpp import Llama
+
+    from agent.runtime.model_file import inspect_gguf
+    from eval.quantize import prune_rule
+
+    source = inspect_gguf(model_path)
+    assert prune_rule(source.layers, 2) == (source.layers - 3, source.layers - 2)
+    out = tmp_path / "out"
+    args = [str(model_path), "--types", "Q8_0", "--out", str(out), "--prune", "2", "--json"]
+    result = CliRunner().invoke(cli, ["quantize", *args])
+    assert result.exit_code == 0, result.output
+    path = out / f"{model_path.stem}.Q8_0-pruned2.gguf"
+    pruned = inspect_gguf(path)
+    assert pruned.layers == source.layers - 2
+    per_layer = (source.tensors - pruned.tensors) / 2
+    assert per_layer == int(per_layer) >= 7  # every tensor of the two blocks went
+    llm = Llama(model_path=str(path), n_ctx=128, n_threads=1, verbose=False)
+    try:
+        assert llm.create_completion("Quantization is", max_tokens=4, temperature=0)["choices"]
+    finally:
+        llm.close()
+
+
+def test_pruning_every_layer_is_refused_before_anything_is_written(model_path: Path, tmp_path):
+    from agent.runtime.model_file import inspect_gguf
+
+    layers = inspect_gguf(model_path).layers
+    out = tmp_path / "out"
+    args = [str(model_path), "--types", "Q8_0", "--out", str(out), "--prune", str(layers)]
+    result = CliRunner().invoke(cli, ["quantize", *args])
+    assert result.exit_code != 0
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot remove {layers} of {layers} layers: give 1 to {layers - 2}"
+    ]
+    assert not out.exists()

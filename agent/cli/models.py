@@ -14,6 +14,7 @@ from retrieval.errors import UserError
 if TYPE_CHECKING:
     from eval.imatrix import Imatrix
 
+PRUNE_HELP = "Remove this many whole layers (those just before the last) from every output."
 IMATRIX_HELP = (
     "Importance matrix for every type (admits Q2_K_S, IQ2_XXS...): a llama.cpp .dat file, or "
     "'notes' to compute one from the index's notes, saved beside the outputs."
@@ -87,9 +88,16 @@ def models_install(name: str, as_json: bool) -> None:
 @click.option("--out", "out_dir", required=True, help="Output folder.")
 @click.option("--imatrix", "imatrix_from", help=IMATRIX_HELP)
 @click.option("--index", help=INDEX_HELP)
+@click.option("--prune", default=0, type=click.IntRange(0), help=PRUNE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def quantize(
-    src: str, types: str, out_dir: str, imatrix_from: str | None, index: str | None, as_json: bool
+    src: str,
+    types: str,
+    out_dir: str,
+    imatrix_from: str | None,
+    index: str | None,
+    prune: int,
+    as_json: bool,
 ) -> None:
     """Requantize a GGUF model into each of the given types (llama.cpp)."""
     from eval.quantize import check
@@ -99,14 +107,14 @@ def quantize(
     if not wanted:
         raise UserError("no quantization types given: pass --types Q8_0,Q4_K_M,...")
     source, out = Path(src).expanduser(), Path(out_dir).expanduser()
-    check(source, wanted, out, imatrix_from is not None)  # before any matrix is computed
+    check(source, wanted, out, imatrix_from is not None, prune)  # before a matrix is computed
 
     def show(message: str) -> None:
         if not as_json:
             click.echo(message, err=True)
 
     imatrix = _imatrix(imatrix_from, source, index, out, show) if imatrix_from else None
-    result = run_quantize(source, wanted, out, show, imatrix)
+    result = run_quantize(source, wanted, out, show, imatrix, prune)
     if as_json:
         print_json(result)
         return

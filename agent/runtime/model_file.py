@@ -35,6 +35,7 @@ class GGUFInfo:
     tensors: int
     file_type: str  # e.g. "Q4_1", from general.file_type; "unknown" when absent
     bits_per_weight: float  # stored bits over all tensors: sum(bytes) * 8 / sum(elements)
+    layers: int = 0  # transformer blocks, from <architecture>.block_count (0 when absent)
 
 
 def embedded_model_path() -> Path:
@@ -110,7 +111,8 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     bits = sum(header.tensor_bytes) * 8 / n_elements if n_elements else 0.0
     arch = str(header.metadata.get("general.architecture", "unknown"))
     file_type = _file_type(header.metadata.get("general.file_type"))
-    return GGUFInfo(path, size, arch, len(header.tensor_bytes), file_type, bits)
+    layers = int(header.metadata.get(f"{arch}.block_count") or 0)
+    return GGUFInfo(path, size, arch, len(header.tensor_bytes), file_type, bits, layers)
 
 
 def _example_inside(directory: Path) -> str:
