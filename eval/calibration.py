@@ -53,15 +53,19 @@ def describe(chunks: list[Chunk]) -> str:
 def notes_imatrix(src: Path, index: Index, out_dir: Path, progress=None) -> Path:
     """Compute the imatrix of the GGUF at `src` over the sample of `index`'s notes and save it
     as `out_dir/<src stem>.imatrix.dat` (llama.cpp's format, so llama-quantize reads it too)."""
-    from eval.imatrix import collect, write
-
     chunks = sample(index.chunks)
     if not chunks:
         raise UserError(f"the index at {index.generation.parent} holds no text to calibrate on")
+    return from_chunks(src, chunks, Path(out_dir) / f"{Path(src).stem}.imatrix.dat", progress)
+
+
+def from_chunks(src: Path, chunks: list[Chunk], path: Path, progress=None) -> Path:
+    """Compute the imatrix of the GGUF at `src` over `chunks` (a `sample`) and write it to
+    `path`, its dataset named by `describe`."""
+    from eval.imatrix import collect, write
+
     dataset = describe(chunks)
     if progress:
         progress(f"computing an importance matrix from your notes ({dataset})")
-    imatrix = collect(src, [c.text for c in chunks], dataset=dataset)
-    path = Path(out_dir) / f"{Path(src).stem}.imatrix.dat"
-    write(imatrix, path)
-    return path
+    write(collect(src, [c.text for c in chunks], dataset=dataset), Path(path))
+    return Path(path)

@@ -48,22 +48,39 @@ def sample_windows(
 
     `tokenize(text) -> list[int]`. With fewer tokens than asked for, fewer windows; with fewer
     than one window, one shorter window (at least 8 tokens), else a ValueError."""
+    return sample_windows_used(texts, tokenize, n_tokens, window, seed)[0]
+
+
+def sample_windows_used(
+    texts: list[str],
+    tokenize,
+    n_tokens: int = DEFAULT_TOKENS,
+    window: int = WINDOW,
+    seed: int = SEED,
+) -> tuple[np.ndarray, list[int]]:
+    """`sample_windows` and the indices (into `texts`, in stream order) of the texts whose
+    tokens the windows hold: the held-out text, which calibration must not see."""
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
     per_window = window // 2
     n_windows = max(1, math.ceil(n_tokens / per_window))
     need = n_windows * window
     stream: list[int] = []
+    starts: list[tuple[int, int]] = []  # (text index, offset of its first token in stream)
     for i in order:
+        starts.append((i, len(stream)))
         stream += tokenize(texts[i] + "\n\n")
         if len(stream) >= need:
             break
     if len(stream) >= window:
         n_windows = min(n_windows, len(stream) // window)
-        return np.asarray(stream[: n_windows * window], dtype=np.int32).reshape(n_windows, window)
-    if len(stream) < 8:
+        used = n_windows * window
+        windows = np.asarray(stream[:used], dtype=np.int32).reshape(n_windows, window)
+    elif len(stream) < 8:
         raise ValueError(f"the indexed text holds only {len(stream)} tokens, too few to score")
-    return np.asarray(stream, dtype=np.int32).reshape(1, -1)
+    else:
+        used, windows = len(stream), np.asarray(stream, dtype=np.int32).reshape(1, -1)
+    return windows, [i for i, start in starts if start < used]
 
 
 def scored_rows(window: int) -> slice:
@@ -127,9 +144,13 @@ class Comparison:
         self.nll_top.append(-ref[rows, nxt].astype(np.float64))
         self.nll_rung.append(-logprobs[rows, nxt].astype(np.float64))
 
+    def per_token_kld(self) -> np.ndarray:
+        """KL(P_top || P_rung) of every scored token, in window order (float64)."""
+        return np.concatenate(self.kld)
+
     def summary(self) -> dict:
         return summarize(
-            np.concatenate(self.kld),
+            self.per_token_kld(),
             np.concatenate(self.same_top),
             np.concatenate(self.dp_top),
             np.concatenate(self.dp_next),

@@ -1,12 +1,15 @@
 """`bitrag eval`: accuracy versus bit-width on the user's own documents, start to finish.
 
-    1. check the types (imatrix-only ones refused), the source model, the dataset, the index,
+    1. check the rungs (eval/rung_plan.py: types, imatrix-only ones refused without
+       --imatrix, calibrations, prune settings), the source model, the dataset, the index,
        and warn of each source a question names that the index does not hold (report.md
        lists them too);
-    2. requantize the source into every rung (cached under --out/models);
-    3. sample held-out tokens from the indexed chunk text (seeded) and measure each rung in
-       its own process: load time, tokens/s, peak RSS, divergence from the top rung
-       (the rung with the most bits per weight, which writes the reference log-probs);
+    2. sample held-out tokens from the indexed chunk text (seeded); compute each --imatrix
+       calibration's matrix on the other chunks (eval/calibrated.py), then requantize the
+       source into every rung (cached under --out/models);
+    3. measure each rung in its own process: load time, tokens/s, peak RSS, divergence from
+       the top rung (the unpruned rung with the most bits per weight, which writes the
+       reference log-probs), per-token KLD kept for the calibrated rungs' paired differences;
     4. answer the questions through the agent graph: the evidence-only row first (it fills
        the recorded retrieval), then every rung over the same hits;
     5. paired bootstrap intervals, recommendation, results.json, report.md, the plot.
@@ -47,6 +50,8 @@ class Options:
     limit: int | None = None
     out: Path = Path("bitrag-eval")
     kld_tokens: int = 2048
+    imatrix: list[str] | None = None  # calibrations (eval/rung_plan.py), None: none
+    prune: list[str] | None = None  # prune settings: N layers or P%
 
 
 class Progress:
@@ -119,28 +124,31 @@ def _source(source: str | None, memo: Path) -> dict:
     }
 
 
-def _windows(index, top_path: Path, tokens: int, cache: Path, source_sha: str, manifest: str):
+def _windows(index, source: Path, tokens: int, cache: Path, source_sha: str, manifest: str):
+    """The divergence windows (tokenized by the source: every rung shares its vocabulary) and
+    the ids of the chunks they hold, the held-out text calibration must not see."""
     from llama_cpp import Llama
     from llama_cpp._utils import suppress_stdout_stderr
 
-    from eval.divergence import SEED, WINDOW, sample_windows
+    from eval.divergence import SEED, WINDOW, sample_windows_used
 
     window = min(WINDOW, max(16, 2 * tokens))
     name = eval_cache.key(
         what="windows", source=source_sha, index=manifest, tokens=tokens, window=window, seed=SEED
     )
-    path = cache / f"windows-{name}.npy"
-    if not path.is_file():
+    path, held = cache / f"windows-{name}.npy", cache / f"windows-{name}.chunks.json"
+    if not path.is_file() or eval_cache.read_json(held) is None:
         with suppress_stdout_stderr(disable=False):  # llama.cpp's context chatter
-            vocab = Llama(model_path=str(top_path), vocab_only=True, verbose=False)
+            vocab = Llama(model_path=str(source), vocab_only=True, verbose=False)
         texts = [c.text for c in index.chunks]
-        windows = sample_windows(
+        windows, used = sample_windows_used(
             texts, lambda t: vocab.tokenize(t.encode("utf-8"), add_bos=False), tokens, window
         )
+        eval_cache.write_json(held, {"chunks": [index.chunks[i].chunk_id for i in used]})
         tmp = cache / f".windows-{name}.{os.getpid()}.npy"
         np.save(tmp, windows)
         os.replace(tmp, path)
-    return name, path, np.load(path)
+    return name, path, np.load(path), eval_cache.read_json(held)["chunks"]
 
 
 def measure_rungs(
@@ -151,8 +159,9 @@ def measure_rungs(
     windows: np.ndarray,
     threads: int,
     progress: Callable[[str], None],
-) -> None:
-    """Speed, memory and divergence for every rung (top first: it writes the reference)."""
+) -> dict[str, Path]:
+    """Speed, memory and divergence for every rung (top first: it writes the reference);
+    returns label -> the rung's per-token KLD (.npy)."""
     from agent.runtime.llm import N_CTX
     from eval.rungs import measure
 
@@ -166,10 +175,15 @@ def measure_rungs(
         name = eval_cache.key(what="rung", model=rung["sha256"], ref=ref_path.name, bench=bench)
         return cache / f"rung-{name}.json"
 
+    def measured(rung: dict) -> bool:
+        out = result_file(rung)
+        return out.is_file() and out.with_suffix(".kld.npy").is_file()
+
+    kld: dict[str, Path] = {}
     for i, rung in enumerate(rungs):
         out = result_file(rung)
-        result = eval_cache.read_json(out)
-        missing = any(not result_file(r).is_file() for r in rungs[1:])
+        result = eval_cache.read_json(out) if measured(rung) else None
+        missing = any(not measured(r) for r in rungs[1:])
         needs_ref = rung is top and not ref_path.is_file() and missing
         if result is None or needs_ref:
             progress(f"[{i + 1}/{len(rungs)}] measuring {rung['type']} (speed, memory, divergence)")
@@ -184,11 +198,14 @@ def measure_rungs(
                 "reference": str(ref_path),
                 "write_reference": rung is top,
                 "out": str(out),
+                "kld_out": str(out.with_suffix(".kld.npy")),
             }
             result = measure(spec, cache / f".spec-{out.stem}.json")
         rung["divergence"] = result["divergence"]
         rung["measured"] = result["speed"] | {"threads": threads}
+        kld[rung["type"]] = out.with_suffix(".kld.npy")
     ref_path.unlink(missing_ok=True)  # every rung is measured now; results are cached
+    return kld
 
 
 def answer_rows(
@@ -256,15 +273,15 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
     """Run (or resume) the whole eval and write results.json, report.md, accuracy_vs_bits.png."""
     from agent.assemble import model_languages, reader_on
     from eval import answers_per_rung as apr
+    from eval import calibrated, rung_plan
     from eval import results as results_file
     from eval.divergence import n_scored
-    from eval.quantize import _check_out_dir, _check_types
-    from eval.rungs import describe, quantized
+    from eval.quantize import _check_out_dir
     from retrieval.threads import threads
 
     say = progress or (lambda message: None)
     started = time.time()
-    names = _check_types(list(opts.types))
+    planned = rung_plan.check(opts)
     questions = question_set.select(
         question_set.load(opts.dataset), opts.split, opts.limit, opts.dataset
     )
@@ -281,16 +298,14 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
     manifest = eval_cache.sha256_file(index.generation / "manifest.json")
     n_threads = threads()
     with pinned_threads(n_threads):
-        rungs = []
-        for i, name in enumerate(names, 1):
-            say(f"[{i}/{len(names)}] quantizing {source['name']} to {name}")
-            path = quantized(Path(source["path"]), source["sha256"], name, models, memo)
-            rungs.append(describe(name, path, memo))
-        rungs.sort(key=lambda r: -r["bits_per_weight"])  # stable: ties keep the given order
-        windows_key, windows_path, windows = _windows(
-            index, Path(rungs[0]["path"]), opts.kld_tokens, cache, source["sha256"], manifest
+        windows_key, windows_path, windows, held_out = _windows(
+            index, Path(source["path"]), opts.kld_tokens, cache, source["sha256"], manifest
         )
-        measure_rungs(rungs, cache, windows_key, windows_path, windows, n_threads, say)
+        given = list(dict.fromkeys(p.calibration for p in planned if p.calibration))
+        matrices = calibrated.matrices(given, source, index, held_out, models, memo, say)
+        rungs = rung_plan.build(planned, source, models, memo, matrices, say)
+        kld = measure_rungs(rungs, cache, windows_key, windows_path, windows, n_threads, say)
+        calibrated.pair(rungs, kld)
         keys = {
             "dataset": eval_cache.sha256_file(opts.dataset),
             "split": opts.split,
@@ -326,10 +341,12 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
             "llama_cpp": __import__("llama_cpp").__version__,
             "languages": sorted(languages) if languages is not None else None,
             "reader": reader,
+            "divergence_chunks": held_out,
         },
         seconds=time.time() - started,
     )
     results["missing_sources"] = missing
+    results["calibrations"] = calibrated.summary(matrices)
     results_file.write_outputs(results, out)
     if progress and hasattr(progress, "done"):
         progress.done()

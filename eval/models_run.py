@@ -62,7 +62,10 @@ def run_models(
     results.json, report.md and accuracy_vs_bits.png into opts.out; returns the combined
     results."""
     from eval import results as results_file
+    from eval.rung_plan import check
 
+    for _, source in sources:  # every model's rungs (its layer count for --prune) first
+        check(replace(opts, source=source))
     started = time.time()
     each = []
     for i, (name, source) in enumerate(sources, 1):

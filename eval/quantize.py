@@ -94,9 +94,14 @@ def _describe_source(info: GGUFInfo) -> dict:
     }
 
 
-def _check_types(types: list[str], has_imatrix: bool = False) -> list[str]:
+IMATRIX_HINT = "`bitrag quantize --imatrix notes` makes one"
+
+
+def _check_types(
+    types: list[str], has_imatrix: bool = False, hint: str = IMATRIX_HINT
+) -> list[str]:
     """Canonical upper-case names, duplicates dropped; unknown types refused, and imatrix-only
-    types unless an importance matrix is given."""
+    types unless an importance matrix is given (the refusal says how: `hint`)."""
     if not types:
         raise UserError("no quantization types given, e.g. Q8_0,Q4_K_M")
     names: list[str] = []
@@ -105,8 +110,8 @@ def _check_types(types: list[str], has_imatrix: bool = False) -> list[str]:
         key = name.strip().upper()
         if key in NEEDS_IMATRIX and not has_imatrix:
             raise UserError(
-                f"quantization type {key} needs an importance matrix (`bitrag quantize --imatrix "
-                f"notes` makes one); IQ types that work without one: "
+                f"quantization type {key} needs an importance matrix ({hint}); IQ types that "
+                "work without one: "
                 f"{', '.join(IQ_WITHOUT_IMATRIX)}"
             )
         if key not in names:
@@ -215,9 +220,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def output_path(src: Path, type_name: str, out_dir: Path, prune: tuple[int, ...] = ()) -> Path:
+def output_path(
+    src: Path, type_name: str, out_dir: Path, prune: tuple[int, ...] = (), tag: str = ""
+) -> Path:
+    """out_dir/<src stem>.<TYPE><tag>[-prunedN].gguf; `tag` tells variants apart (the eval's
+    ".imatrix-notes")."""
     pruned = f"-pruned{len(prune)}" if prune else ""
-    return out_dir / f"{src.stem}.{type_name}{pruned}.gguf"
+    return out_dir / f"{src.stem}.{type_name}{tag}{pruned}.gguf"
 
 
 def prune_rule(layers: int, count: int) -> tuple[int, ...]:
@@ -229,10 +238,12 @@ def prune_rule(layers: int, count: int) -> tuple[int, ...]:
     return tuple(range(layers - 1 - count, layers - 1))
 
 
-def _check_outputs(src: Path, names: list[str], out_dir: Path, prune: tuple[int, ...]) -> None:
+def _check_outputs(
+    src: Path, names: list[str], out_dir: Path, prune: tuple[int, ...], tag: str = ""
+) -> None:
     """Every output name is free or a file to replace, not a folder (or other non-file)."""
     for name in names:
-        final = output_path(src, name, out_dir, prune)
+        final = output_path(src, name, out_dir, prune, tag)
         if final.exists() and not final.is_file():
             kind = "a folder" if final.is_dir() else "not a regular file"
             raise UserError(
@@ -247,9 +258,10 @@ def _quantize_one(
     out_dir: Path,
     imatrix: "Imatrix | None" = None,
     prune: tuple[int, ...] = (),
+    tag: str = "",
 ) -> Path:
     """Quantize into a hidden temp file in out_dir, rename it into place only on success."""
-    final = output_path(src, type_name, out_dir, prune)
+    final = output_path(src, type_name, out_dir, prune, tag)
     # llama.cpp creates the temp file itself, so it gets the usual umask-based permissions.
     tmp = out_dir / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
@@ -274,7 +286,12 @@ def _describe(path: Path, type_name: str) -> dict:
 
 
 def check(
-    src: Path, types: list[str], out_dir: Path, has_imatrix: bool = False, prune: int = 0
+    src: Path,
+    types: list[str],
+    out_dir: Path,
+    has_imatrix: bool = False,
+    prune: int = 0,
+    tag: str = "",
 ) -> tuple[GGUFInfo, list[str], tuple[int, ...]]:
     """The checked source, canonical type names and the layers to remove (`prune_rule`);
     refuses (one UserError) a bad source, type, layer count, output folder or output name
@@ -283,7 +300,7 @@ def check(
     names = _check_types(list(types), has_imatrix)
     layers = prune_rule(info.layers, prune) if prune else ()
     _check_out_dir(Path(out_dir))
-    _check_outputs(info.path, names, Path(out_dir), layers)
+    _check_outputs(info.path, names, Path(out_dir), layers, tag)
     return info, names, layers
 
 
@@ -294,11 +311,13 @@ def quantize(
     progress: Callable[[str], None] | None = None,
     imatrix: "Imatrix | None" = None,
     prune: int = 0,
+    tag: str = "",
 ) -> dict:
     """Requantize src into each type under out_dir; returns source, outputs and ceiling note.
     An importance matrix (eval/imatrix.py) is used for every type and admits NEEDS_IMATRIX;
-    `prune` removes that many whole layers (`prune_rule`) from every output."""
-    info, names, layers = check(src, types, out_dir, imatrix is not None, prune)
+    `prune` removes that many whole layers (`prune_rule`) from every output; `tag` goes into
+    the output names (`output_path`)."""
+    info, names, layers = check(src, types, out_dir, imatrix is not None, prune, tag)
     out_dir = Path(out_dir)
     source = _describe_source(info)
     note = source.pop("ceiling_note")
@@ -307,6 +326,6 @@ def quantize(
         if progress:
             cut = f" without layers {', '.join(map(str, layers))}" if layers else ""
             progress(f"[{i}/{len(names)}] quantizing {info.path.name} to {name}{cut}")
-        path = _quantize_one(info.path, name, out_dir, imatrix, layers)
+        path = _quantize_one(info.path, name, out_dir, imatrix, layers, tag)
         outputs.append(_describe(path, name) | {"pruned_layers": list(layers)})
     return {"source": source, "outputs": outputs, "ceiling_note": note}

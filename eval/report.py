@@ -70,6 +70,7 @@ def markdown(r: dict) -> str:
     lines += _table(
         [
             "rung",
+            *_variant_head(r),
             "MB",
             "bits/weight",
             "tensor types",
@@ -81,6 +82,7 @@ def markdown(r: dict) -> str:
         [
             [
                 x["type"],
+                *_variant(r, x),
                 f"{x['bytes'] / 1e6:.1f}",
                 f"{x['bits_per_weight']:.3f}",
                 ", ".join(f"{k}:{v}" for k, v in x["tensor_types"].items()),
@@ -96,6 +98,7 @@ def markdown(r: dict) -> str:
     lines += _table(
         [
             "rung",
+            *_variant_head(r),
             "mean KLD",
             "median KLD",
             "p99.9 KLD",
@@ -107,6 +110,7 @@ def markdown(r: dict) -> str:
         [
             [
                 x["type"],
+                *_variant(r, x),
                 f"{d['kld_mean']:.5f} ± {d['kld_mean_se']:.5f}",
                 f"{d['kld_median']:.5f}",
                 f"{d['kld_p99_9']:.4f}",
@@ -119,6 +123,7 @@ def markdown(r: dict) -> str:
             for d in [x["divergence"]]
         ],
     )
+    lines += _calibration(r)
     lines += ["", "## Answers through the agent graph (same retrieval for every row)", ""]
     rows = [("evidence-only (no model)", r["evidence_only"]["answers"], None)]
     rows += [(x["type"], x["answers"], x) for x in r["rungs"]]
@@ -160,6 +165,60 @@ def markdown(r: dict) -> str:
     lines += ["", "## Caveats", ""] + [f"- {c}" for c in r["caveats"]]
     lines += ["", "Plot: accuracy_vs_bits.png. Numbers: results.json (schema in eval/README.md)."]
     return "\n".join(lines)
+
+
+def _variants(r: dict) -> bool:
+    """Whether any rung is calibrated or pruned (then the tables say which)."""
+    return any(x.get("calibration", "none") != "none" or x.get("pruned_layers") for x in r["rungs"])
+
+
+def _variant_head(r: dict) -> list[str]:
+    return ["calibration", "pruned layers"] if _variants(r) else []
+
+
+def _variant(r: dict, x: dict) -> list[str]:
+    if not _variants(r):
+        return []
+    return [x["calibration"], ", ".join(map(str, x["pruned_layers"])) or "–"]
+
+
+def _calibration(r: dict) -> list[str]:
+    """The importance matrices and each calibrated rung's paired KLD difference from its
+    uncalibrated twin; nothing without --imatrix."""
+    found = r.get("calibrations") or []
+    if not found:
+        return []
+    held = len(r["settings"].get("divergence_chunks") or [])
+    lines = [
+        "",
+        "## Calibration (importance matrices)",
+        "",
+        f"Notes calibrations never see the {held} chunk{'s' * (held != 1)} the divergence is "
+        "measured on.",
+        "",
+    ]
+    lines += [
+        f"- `{c['calibration']}`: {c['description']} (`{c['imatrix']}`, sha256 {c['sha256'][:16]}…)"
+        for c in found
+    ]
+    pairs = [x for x in r["rungs"] if x.get("kld_vs_uncalibrated")]
+    if not pairs:
+        return [*lines, "", "No calibrated rung has an uncalibrated twin to compare with."]
+    lines += ["", "Paired per-token KLD difference, calibrated minus uncalibrated (95%):", ""]
+    return lines + _table(
+        ["rung", "uncalibrated twin", "tokens", "mean KLD twin", "KLD difference [95%]"],
+        [
+            [
+                x["type"],
+                p["uncalibrated"],
+                p["tokens"],
+                f"{p['kld_mean_uncalibrated']:.5f}",
+                "{:+.5f} [{:+.5f}, {:+.5f}]".format(p["kld_diff"], *p["ci95"]),
+            ]
+            for x in pairs
+            for p in [x["kld_vs_uncalibrated"]]
+        ],
+    )
 
 
 DECISION_COLUMNS = {

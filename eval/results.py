@@ -20,6 +20,16 @@ from eval.paired_bootstrap import REPLICATES, SEED, draws, summarize_rows
 SCHEMA_VERSION = 1
 MODES = ["generated", "quoted", "abstained"]
 RETRIEVAL_MEASURES = ("hit@1", "hit@5", "recall@5", "mrr@10", "ndcg@10")
+COMBINED_KEYS = (  # what each model's rung row keeps in the combined results
+    "type",
+    "quant_type",
+    "calibration",
+    "pruned_layers",
+    "path",
+    "bytes",
+    "bits_per_weight",
+    "divergence",
+)
 
 
 def _retrieval_summary(rows: list[dict]) -> dict:
@@ -150,15 +160,25 @@ def _unread(questions: list[Question], languages: list[str] | None) -> str | Non
     )
 
 
+def _family(rung: dict) -> tuple:
+    """Rungs compared along bits per weight: the same calibration and removed layers."""
+    return rung.get("calibration", "none"), len(rung.get("pruned_layers") or [])
+
+
 def _inversions(rungs: list[dict]) -> str | None:
-    """A caveat naming each pair where the rung with more bits per weight diverges more."""
-    ordered = sorted(rungs, key=lambda r: -r["bits_per_weight"])
+    """A caveat naming each pair, within a family (`_family`), where the rung with more bits
+    per weight diverges more."""
+    families: dict[tuple, list[dict]] = {}
+    for r in sorted(rungs, key=lambda r: -r["bits_per_weight"]):
+        families.setdefault(_family(r), []).append(r)
     pairs = [
         f"{more['type']} ({more['bits_per_weight']:.2f} bpw, mean KLD "
         f"{more['divergence']['kld_mean']:.4f}) > {less['type']} ({less['bits_per_weight']:.2f} "
         f"bpw, {less['divergence']['kld_mean']:.4f})"
-        for more, less in pairwise(ordered)
+        for family in families.values()
+        for more, less in pairwise(family)
         if more["divergence"]["kld_mean"] > less["divergence"]["kld_mean"]
+        and more["bits_per_weight"] > less["bits_per_weight"]
     ]
     if not pairs:
         return None
@@ -186,8 +206,9 @@ def caveats(
         f"({settings['window']}-token windows, second half scored); with fewer than 10,000 "
         "tokens the 99.9th percentile is close to the maximum."
     )
+    paired = " and the paired KLD differences' intervals treat" if _calibrated(rungs) else " treats"
     notes.append(
-        "The perplexity-ratio interval treats tokens as independent (as llama-perplexity "
+        f"The perplexity-ratio interval{paired} tokens as independent (as llama-perplexity "
         "does); neighbouring tokens are correlated, so the true interval is wider."
     )
     notes.append(
@@ -202,10 +223,16 @@ def caveats(
         "agent replaces a draft its check rejects with the quoted evidence (mode quoted), so "
         "a weaker rung shows up as fewer generated answers as much as lower accuracy."
     )
-    for r in rungs:
-        if r["n_tensor_types"] > 2 or r["type"] not in r["tensor_types"]:
+    seen: set[str] = set()
+    plain_first = sorted(rungs, key=lambda r: (bool(r.get("pruned_layers")), _calibrated_one(r)))
+    for r in plain_first:
+        kind = r.get("quant_type", r["type"])  # the llama.cpp type, not the row's label
+        if kind in seen:
+            continue
+        seen.add(kind)
+        if r["n_tensor_types"] > 2 or kind not in r["tensor_types"]:
             kinds = ", ".join(f"{k}:{v}" for k, v in r["tensor_types"].items())
-            notes.append(f"{r['type']} is a label: its tensors are {kinds}.")
+            notes.append(f"{kind} is a label: its tensors are {kinds}.")
     inverted = _inversions(rungs)
     if inverted:
         notes.append(inverted)
@@ -218,6 +245,14 @@ def caveats(
         "thread count under measured; other jobs on the machine slow them."
     )
     return notes
+
+
+def _calibrated_one(rung: dict) -> bool:
+    return rung.get("calibration", "none") != "none"
+
+
+def _calibrated(rungs: list[dict]) -> bool:
+    return any(r.get("kld_vs_uncalibrated") for r in rungs)
 
 
 def _strip(record: dict) -> dict:
@@ -298,7 +333,7 @@ def combine(models: list[tuple[str, dict]], seconds: float) -> dict:
             hits[label] = rung["answers"]["keyword_hit"]["value"]
             rows.append(
                 {"label": label, "model": name}
-                | {k: rung[k] for k in ("type", "path", "bytes", "bits_per_weight", "divergence")}
+                | {k: rung.get(k) for k in COMBINED_KEYS}
                 | {"divergence_from": f"{name} {r['top_rung']}", "measured": rung["measured"]}
             )
     best = max(rows, key=lambda x: (hits[x["label"]] or -1.0, x["bytes"]))

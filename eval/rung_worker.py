@@ -4,7 +4,8 @@
 
 SPEC (written by eval/ladder_run.py): model, threads, n_ctx, bench_prompt (token ids),
 gen_tokens, reps, windows (an .npy of token windows), reference (the top rung's .npy of
-log-probs), write_reference (true for the top rung), out (where the result JSON goes).
+log-probs), write_reference (true for the top rung), out (where the result JSON goes) and,
+optionally, kld_out (where the per-token KLD goes, a float64 .npy, before the JSON).
 
 Order: load the model as the agent does (timed), measure prompt and generation speed
 (greedy, median of `reps`), read the peak RSS, free the model; then load it again with
@@ -103,6 +104,11 @@ def divergence(spec: dict) -> dict:
         compare.add(w, _window_logprobs(llm, windows[w]))
     seconds = time.perf_counter() - started
     llm.close()
+    if spec.get("kld_out"):  # per-token KLD, for paired differences between rungs
+        kld_out = Path(spec["kld_out"])
+        tmp = kld_out.with_name(kld_out.name + f".{os.getpid()}.tmp.npy")
+        np.save(tmp, compare.per_token_kld())
+        os.replace(tmp, kld_out)
     return compare.summary() | {"_seconds": round(seconds, 2)}
 
 

@@ -6,6 +6,21 @@ import click
 
 from agent.cli.common import print_json
 
+IMATRIX_HELP = (
+    "Calibrated rungs too, comma-separated: notes (the index's notes, minus the divergence "
+    "text), notes:en, notes:ko (that language's only), or llama.cpp .dat files. Admits "
+    "Q2_K_S, IQ2_XXS..."
+)
+PRUNE_HELP = (
+    "Pruned rungs too, comma-separated: N layers or P% of the source's layers (removed just "
+    "before the last)."
+)
+
+
+def _items(text: str | None) -> list[str] | None:
+    """A comma-separated option's entries, None when the option is not given."""
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
 
 @click.command("eval")
 @click.option(
@@ -26,8 +41,12 @@ from agent.cli.common import print_json
     type=click.IntRange(8, 1 << 20),
     help="Held-out tokens scored for divergence.",
 )
+@click.option("--imatrix", help=IMATRIX_HELP)
+@click.option("--prune", help=PRUNE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
-def eval_cmd(source, types, dataset, index, split, limit, out_dir, kld_tokens, as_json) -> None:
+def eval_cmd(
+    source, types, dataset, index, split, limit, out_dir, kld_tokens, imatrix, prune, as_json
+) -> None:
     """Accuracy versus bit-width on your documents: report.md, results.json, a plot."""
     from eval.ladder_run import Options, Progress, run_eval
     from eval.models_run import named_sources, run_models
@@ -41,6 +60,8 @@ def eval_cmd(source, types, dataset, index, split, limit, out_dir, kld_tokens, a
         out=Path(out_dir).expanduser(),
         kld_tokens=kld_tokens,
         index=Path(index).expanduser() if index else None,
+        imatrix=_items(imatrix),
+        prune=_items(prune),
     )
     if types is not None:
         opts.types = [t.strip() for t in types.split(",") if t.strip()]

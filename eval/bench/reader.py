@@ -36,9 +36,7 @@ def judge_one(llm, index: Index, q: Question, passages: int, chars: int) -> dict
         "answerable": q.answerable,
         "passage": verdict.passage,
         "holding": holding,
-        "prompt_tokens": count_messages(
-            llm, reader_messages(q.question, shown, q.question, chars)
-        ),
+        "prompt_tokens": count_messages(llm, reader_messages(q.question, shown, q.question, chars)),
         "seconds": round(seconds, 2),
     }
 

@@ -60,8 +60,12 @@ def bench(model: str | None, runs: int, busy: int) -> list[dict]:
         try:
             for threads in range(1, (os.cpu_count() or 1) + 1):
                 llama = Llama(
-                    model_path=str(path), n_ctx=1024, n_threads=threads,
-                    n_threads_batch=threads, seed=0, verbose=False,
+                    model_path=str(path),
+                    n_ctx=1024,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    seed=0,
+                    verbose=False,
                 )
                 rows.append({"state": state, "threads": threads, **_measure(llama, runs)})
                 del llama
