@@ -1,7 +1,8 @@
 """Which text calibrates an importance matrix: a fixed, documented sample of the indexed notes.
 
 The sample takes the notes' chunks document by document in turn (every document's first
-chunk in chunk-id order, then every second chunk, ...) until CALIBRATION_CHARS characters,
+chunk, then every second chunk, ...; a document's chunks ordered by start offset, then chunk
+id) until CALIBRATION_CHARS characters,
 so each note contributes and a long one cannot crowd the others out. Chunks named in
 `held_out` (the text a divergence is measured on) are never taken, so calibration and
 evaluation text do not overlap; `lang` keeps one language's chunks ("ko" or "en"), for a
