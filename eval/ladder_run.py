@@ -52,6 +52,7 @@ class Options:
     kld_tokens: int = 2048
     imatrix: list[str] | None = None  # calibrations (eval/rung_plan.py), None: none
     prune: list[str] | None = None  # prune settings: N layers or P%
+    prune_rule: str = "measured"  # which layers go first (eval/prune_order.py)
 
 
 class Progress:
@@ -121,6 +122,7 @@ def _source(source: str | None, memo: Path) -> dict:
         "name": info.path.name,
         "quantized": quantized,
         "sha256": eval_cache.sha256_file(info.path, memo),
+        "layers": info.layers,
     }
 
 
@@ -273,7 +275,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
     """Run (or resume) the whole eval and write results.json, report.md, accuracy_vs_bits.png."""
     from agent.assemble import model_languages, reader_on
     from eval import answers_per_rung as apr
-    from eval import calibrated, rung_plan
+    from eval import calibrated, prune_order, rung_plan
     from eval import results as results_file
     from eval.divergence import n_scored
     from eval.quantize import _check_out_dir
@@ -303,7 +305,21 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
         )
         given = list(dict.fromkeys(p.calibration for p in planned if p.calibration))
         matrices = calibrated.matrices(given, source, index, held_out, models, memo, say)
-        rungs = rung_plan.build(planned, source, models, memo, matrices, say)
+        pruning = None
+        if any(p.prune for p in planned):
+            pruning = prune_order.order(
+                opts.prune_rule,
+                source,
+                source["layers"],
+                index,
+                held_out,
+                opts.kld_tokens,
+                models,
+                n_threads,
+                say,
+            )
+        order = pruning["order"] if pruning else []
+        rungs = rung_plan.build(planned, source, models, memo, matrices, say, order)
         kld = measure_rungs(rungs, cache, windows_key, windows_path, windows, n_threads, say)
         calibrated.pair(rungs, kld)
         keys = {
@@ -347,6 +363,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
     )
     results["missing_sources"] = missing
     results["calibrations"] = calibrated.summary(matrices)
+    results["prune_order"] = pruning
     results_file.write_outputs(results, out)
     if progress and hasattr(progress, "done"):
         progress.done()

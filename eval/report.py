@@ -124,6 +124,7 @@ def markdown(r: dict) -> str:
         ],
     )
     lines += _calibration(r)
+    lines += _pruning(r)
     lines += ["", "## Answers through the agent graph (same retrieval for every row)", ""]
     rows = [("evidence-only (no model)", r["evidence_only"]["answers"], None)]
     rows += [(x["type"], x["answers"], x) for x in r["rungs"]]
@@ -219,6 +220,28 @@ def _calibration(r: dict) -> list[str]:
             for p in [x["kld_vs_uncalibrated"]]
         ],
     )
+
+
+def _pruning(r: dict) -> list[str]:
+    """Which layers the pruned rungs remove and why; nothing without --prune."""
+    ranking = r.get("prune_order")
+    if not ranking:
+        return []
+    lines = ["", "## Pruning", ""]
+    if ranking["rule"] == "before-last":
+        return lines + [
+            "Pruned rungs remove the blocks just before the last (--prune-rule before-last)."
+        ]
+    kld = {e["layer"]: e["kld"] for e in ranking["effects"]}
+    first = ", ".join(f"{i} ({kld[i]:.3f})" for i in ranking["order"][:8])
+    worst = max(ranking["effects"], key=lambda e: e["kld"])
+    return lines + [
+        f"Pruned rungs remove first the blocks whose removal alone changed the model least "
+        f"(mean KLD from the whole Q8_0 over {ranking['tokens']} tokens of {ranking['sample']}, "
+        f"outside the divergence sample): {first}, ...; block {worst['layer']} alone costs "
+        f"{worst['kld']:.3f}. Effects are taken as independent: each pruned rung's own "
+        "divergence above is what removing them together measures."
+    ]
 
 
 DECISION_COLUMNS = {

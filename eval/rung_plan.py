@@ -6,8 +6,8 @@
 - T calibrated with each C, except a type whose rounding llama.cpp does not weight by a matrix
   (F16, BF16, F32 and Q8_0: the file would be the plain one again, byte for byte, as measured
   for Q8_0 on the embedded model);
-- T without the layers of each N (eval/quantize.py `prune_rule`), calibrated with C1 when T
-  needs a matrix, else plain.
+- T without N layers for each N, calibrated with C1 when T needs a matrix, else plain; which
+  layers, eval/prune_order.py decides (`--prune-rule`: measured on the notes by default).
 
 A calibration is `notes` (eval/calibration.py's sample of all the index's chunks), `notes:en`
 or `notes:ko` (that language's chunks only), or a llama.cpp `.dat` file (read when checked). A
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eval.prune_order import RULES, layers_for
 from eval.quantize import FLOAT_TYPES, NEEDS_IMATRIX, _check_types, prune_rule
 from retrieval.errors import UserError
 
@@ -57,12 +58,12 @@ class Calibration:
 class PlannedRung:
     quant_type: str
     calibration: Calibration | None = None
-    prune: tuple[int, ...] = ()  # the layers removed
+    prune: int = 0  # how many layers are removed
 
     @property
     def label(self) -> str:
         calibrated = f"+{self.calibration.spec}" if self.calibration else ""
-        pruned = f"-pruned{len(self.prune)}" if self.prune else ""
+        pruned = f"-pruned{self.prune}" if self.prune else ""
         return f"{self.quant_type}{calibrated}{pruned}"
 
     @property
@@ -112,11 +113,12 @@ def _calibration(text: str) -> Calibration:
     return Calibration(f"file:{path.name}", path=path.resolve(), imatrix=matrix)
 
 
-def prunes(specs: list[str] | None, layers: int) -> list[tuple[int, ...]]:
-    """The layers each --prune setting removes (N, or P% of `layers`), duplicates dropped."""
+def prunes(specs: list[str] | None, layers: int) -> list[int]:
+    """How many layers each --prune setting removes (N, or P% of `layers`), duplicates
+    dropped."""
     if specs is None:
         return []
-    found: list[tuple[int, ...]] = []
+    found: list[int] = []
     for text in (s.strip() for s in specs if s.strip()):
         removed = _prune(text, layers)
         if removed not in found:
@@ -126,7 +128,7 @@ def prunes(specs: list[str] | None, layers: int) -> list[tuple[int, ...]]:
     return found
 
 
-def _prune(text: str, layers: int) -> tuple[int, ...]:
+def _prune(text: str, layers: int) -> int:
     try:
         number = float(text.removesuffix("%")) if text.endswith("%") else int(text)
     except ValueError:
@@ -137,14 +139,12 @@ def _prune(text: str, layers: int) -> tuple[int, ...]:
         raise UserError(f"--prune {text}: the source does not say how many layers it has")
     count = max(1, math.floor(number * layers / 100 + 0.5)) if text.endswith("%") else int(number)
     try:
-        return prune_rule(layers, count)
+        return len(prune_rule(layers, count))
     except UserError as exc:
         raise UserError(f"--prune {text}: {exc}") from None
 
 
-def plan(
-    types: list[str], given: list[Calibration], pruned: list[tuple[int, ...]]
-) -> list[PlannedRung]:
+def plan(types: list[str], given: list[Calibration], pruned: list[int]) -> list[PlannedRung]:
     """Every rung, in the order of the module docstring."""
     rungs: list[PlannedRung] = []
     for name in _check_types(list(types), bool(given), EVAL_HINT):
@@ -167,21 +167,33 @@ def check(opts) -> list[PlannedRung]:
     --prune), or one UserError naming the bad value; nothing is written."""
     from agent.runtime.model_file import checked_model
 
+    if opts.prune_rule not in RULES:
+        raise UserError(f"--prune-rule {opts.prune_rule}: give {' or '.join(RULES)}")
     _check_types(list(opts.types), bool(opts.imatrix), EVAL_HINT)
     given = calibrations(opts.imatrix)
     layers = checked_model(opts.source).layers if opts.prune is not None else 0
     return plan(opts.types, given, prunes(opts.prune, layers))
 
 
-def build(planned: list[PlannedRung], source: dict, models: Path, memo: Path, matrices, say):
+def build(
+    planned: list[PlannedRung],
+    source: dict,
+    models: Path,
+    memo: Path,
+    matrices,
+    say,
+    order: list[int] = (),
+):
     """Quantize (cached) and describe every planned rung, ordered top rung first. `matrices`:
-    calibration spec -> eval/calibrated.py Matrix."""
+    calibration spec -> eval/calibrated.py Matrix; `order`: the layers to prune, the first
+    first (eval/prune_order.py)."""
     from eval.rungs import describe, quantized
 
     rungs = []
     for i, p in enumerate(planned, 1):
         say(f"[{i}/{len(planned)}] quantizing {source['name']} to {p.label}")
         m = matrices[p.calibration.spec] if p.calibration else None
+        removed = layers_for(list(order), p.prune) if p.prune else ()
         path = quantized(
             Path(source["path"]),
             source["sha256"],
@@ -189,7 +201,7 @@ def build(planned: list[PlannedRung], source: dict, models: Path, memo: Path, ma
             models,
             memo,
             (m.imatrix, m.sha256) if m else None,
-            p.prune,
+            removed,
             p.tag,
         )
         rungs.append(
@@ -198,7 +210,7 @@ def build(planned: list[PlannedRung], source: dict, models: Path, memo: Path, ma
                 "calibration": p.calibration.spec if p.calibration else "none",
                 "calibration_description": m.description if m else None,
                 "imatrix_sha256": m.sha256 if m else None,
-                "pruned_layers": list(p.prune),
+                "pruned_layers": list(removed),
             }
         )
     return ordered(rungs)

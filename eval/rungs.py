@@ -69,7 +69,7 @@ def quantized(
         if made.get("bytes") == path.stat().st_size:
             return path
     matrix = imatrix[0] if imatrix else None
-    done = quantize(source, [name], models, imatrix=matrix, prune=len(prune), tag=tag)
+    done = quantize(source, [name], models, imatrix=matrix, prune=tuple(prune), tag=tag)
     if done["outputs"][0]["pruned_layers"] != list(prune):
         raise RuntimeError(f"quantize removed {done['outputs'][0]['pruned_layers']}, not {prune}")
     eval_cache.write_json(sidecar, wanted | {"bytes": path.stat().st_size})

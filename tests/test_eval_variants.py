@@ -2,7 +2,8 @@
 setting admits or refuses, one line for a bad value before anything is written), the paired
 KLD difference, and one real run over a small real index with the embedded model: a rung
 calibrated on notes the divergence never sees, its paired difference from the plain twin, and
-a pruned rung with a layer fewer in its GGUF header."""
+a pruned rung with a layer fewer in its GGUF header, the one whose removal alone diverged
+least."""
 
 import json
 import os
@@ -15,6 +16,8 @@ import pytest
 
 from eval.calibrated import pair, paired_difference
 from eval.dataset import QA_PATH
+from eval.prune_order import before_last, layers_for
+from eval.quantize import prune_rule
 from eval.rung_plan import Calibration, PlannedRung, plan, prunes
 from retrieval.errors import UserError
 
@@ -29,7 +32,7 @@ def labels(rungs: list[PlannedRung]) -> list[str]:
 
 def test_each_type_gets_its_calibrated_and_pruned_rungs_in_order():
     notes, english = Calibration("notes"), Calibration("notes:en", lang="en")
-    rungs = plan(["F16", "Q4_0", "IQ2_XXS"], [notes, english], [(28,), (25, 26, 27, 28)])
+    rungs = plan(["F16", "Q4_0", "IQ2_XXS"], [notes, english], [1, 4])
     assert labels(rungs) == [
         "F16",  # llama.cpp rounds it without a matrix: no calibrated twin
         "F16-pruned1",
@@ -48,11 +51,17 @@ def test_each_type_gets_its_calibrated_and_pruned_rungs_in_order():
 
 
 def test_a_prune_setting_is_layers_or_a_percent_of_them():
-    assert prunes(["1", "10%", "3"], 30) == [(28,), (26, 27, 28)]  # 10% of 30 is 3: once
-    assert prunes(["25%"], 30) == [tuple(range(21, 29))]  # 7.5 rounds half up to 8
+    assert prunes(["1", "10%", "3"], 30) == [1, 3]  # 10% of 30 is 3: once
+    assert prunes(["25%"], 30) == [8]  # 7.5 rounds half up to 8
     for bad, says in [("x", "give a number"), ("0%", "give a number"), ("29", "--prune 29")]:
         with pytest.raises(UserError, match=says):
             prunes([bad], 30)
+
+
+def test_the_before_last_rule_removes_the_blocks_just_before_the_last_first():
+    order = before_last(30)
+    assert order[:3] == [28, 27, 26] and sorted(order) == list(range(29))
+    assert layers_for(order, 4) == prune_rule(30, 4) == (25, 26, 27, 28)
 
 
 def test_the_paired_difference_is_per_token():
@@ -140,7 +149,12 @@ def test_calibrated_and_pruned_rungs_are_measured_beside_the_plain_one(variants:
     assert set(rungs) == {"Q8_0", "Q8_0-pruned1", "Q4_0", "Q4_0+notes", "Q4_0-pruned1"}
     calibrated, pruned = rungs["Q4_0+notes"], rungs["Q4_0-pruned1"]
     assert (calibrated["quant_type"], calibrated["calibration"]) == ("Q4_0", "notes")
-    assert (pruned["calibration"], pruned["pruned_layers"]) == ("none", [28])
+    ranking = r["prune_order"]
+    assert ranking["rule"] == "measured" and r["source"]["layers"] == 30
+    assert [e["layer"] for e in ranking["effects"]] == list(range(29))  # all but the last
+    least = min(ranking["effects"], key=lambda e: e["kld"])["layer"]
+    assert ranking["order"][0] == least and pruned["pruned_layers"] == [least]
+    assert pruned["calibration"] == "none" and rungs["Q8_0-pruned1"]["pruned_layers"] == [least]
     assert calibrated["sha256"] != rungs["Q4_0"]["sha256"]  # the matrix changed the rounding
     layers = inspect_gguf(Path(rungs["Q4_0"]["path"])).layers
     assert inspect_gguf(Path(pruned["path"])).layers == layers - 1

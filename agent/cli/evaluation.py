@@ -11,10 +11,7 @@ IMATRIX_HELP = (
     "text), notes:en, notes:ko (that language's only), or llama.cpp .dat files. Admits "
     "Q2_K_S, IQ2_XXS..."
 )
-PRUNE_HELP = (
-    "Pruned rungs too, comma-separated: N layers or P% of the source's layers (removed just "
-    "before the last)."
-)
+PRUNE_HELP = "Pruned rungs too, comma-separated: N layers or P% of the source's layers."
 
 
 def _items(text: str | None) -> list[str] | None:
@@ -43,9 +40,28 @@ def _items(text: str | None) -> list[str] | None:
 )
 @click.option("--imatrix", help=IMATRIX_HELP)
 @click.option("--prune", help=PRUNE_HELP)
+@click.option(
+    "--prune-rule",
+    type=click.Choice(["measured", "before-last"]),
+    default="measured",
+    show_default=True,
+    help="Which layers --prune removes: those whose removal alone changes the model least on "
+    "your notes, or the blocks just before the last.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
 def eval_cmd(
-    source, types, dataset, index, split, limit, out_dir, kld_tokens, imatrix, prune, as_json
+    source,
+    types,
+    dataset,
+    index,
+    split,
+    limit,
+    out_dir,
+    kld_tokens,
+    imatrix,
+    prune,
+    prune_rule,
+    as_json,
 ) -> None:
     """Accuracy versus bit-width on your documents: report.md, results.json, a plot."""
     from eval.ladder_run import Options, Progress, run_eval
@@ -62,6 +78,7 @@ def eval_cmd(
         index=Path(index).expanduser() if index else None,
         imatrix=_items(imatrix),
         prune=_items(prune),
+        prune_rule=prune_rule,
     )
     if types is not None:
         opts.types = [t.strip() for t in types.split(",") if t.strip()]
