@@ -23,7 +23,7 @@ import numpy as np
 from llama_cpp._ctypes_extensions import load_shared_library
 
 from agent.runtime.model_file import inspect_gguf
-from eval.quantize import _captured_native_output, _failure_reason
+from eval.quantize import captured_native_output, failure_reason
 from retrieval.atomic import write_bytes
 from retrieval.errors import UserError
 from retrieval.threads import threads
@@ -194,7 +194,7 @@ def _decode(ctx: llama_cpp.llama_context_p, batch: llama_cpp.llama_batch, window
 
 def _require(ok: object, what: str, log: IO[str]) -> None:
     if not ok:
-        raise UserError(f"llama.cpp cannot {what}: {_failure_reason(log)}")
+        raise UserError(f"llama.cpp cannot {what}: {failure_reason(log)}")
 
 
 def _keep_ctrl_c(stack: ExitStack, collector: _Collector) -> None:
@@ -218,7 +218,7 @@ def collect(
     params.n_seq_max, params.no_perf = 1, True
     params.n_threads = params.n_threads_batch = threads()
     params.cb_eval, params.cb_eval_user_data = collector.callback, None
-    with _captured_native_output() as log, stack:
+    with captured_native_output() as log, stack:
         _keep_ctrl_c(stack, collector)
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()

@@ -278,7 +278,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
     from eval import calibrated, prune_order, rung_plan
     from eval import results as results_file
     from eval.divergence import n_scored
-    from eval.quantize import _check_out_dir
+    from eval.quantize import check_out_dir
     from retrieval.threads import threads
 
     say = progress or (lambda message: None)
@@ -288,7 +288,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
         question_set.load(opts.dataset), opts.split, opts.limit, opts.dataset
     )
     out = opts.out
-    _check_out_dir(out)
+    check_out_dir(out)
     cache, models = out / "cache", out / "models"
     cache.mkdir(exist_ok=True)
     models.mkdir(exist_ok=True)

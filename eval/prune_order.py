@@ -26,7 +26,7 @@ import numpy as np
 
 from eval import eval_cache
 from eval.calibration import describe, sample
-from eval.quantize import _quantize_one, prune_rule
+from eval.quantize import prune_rule, quantize_one
 from retrieval.errors import UserError
 
 RULES = ("measured", "before-last")
@@ -101,7 +101,7 @@ def measure(
     scratch.mkdir(exist_ok=True)
     try:
         with suppress_stdout_stderr(disable=False):  # llama.cpp's load chatter
-            whole = _quantize_one(src, "Q8_0", scratch)
+            whole = quantize_one(src, "Q8_0", scratch)
             vocab = Llama(model_path=str(whole), vocab_only=True, verbose=False)
             windows = _windows(vocab, texts, tokens)
             ref = _logprobs(whole, windows, threads)
@@ -109,7 +109,7 @@ def measure(
         for i in range(layers - 1):
             say(f"ranking layers: [{i + 1}/{layers - 1}] {src.name} without block {i}")
             with suppress_stdout_stderr(disable=False):
-                path = _quantize_one(src, "Q8_0", scratch, None, (i,), f".without{i}")
+                path = quantize_one(src, "Q8_0", scratch, None, (i,), f".without{i}")
                 kld = _kld(ref, _logprobs(path, windows, threads))
             effects.append({"layer": i, "kld": round(kld, 6)})
             path.unlink()

@@ -97,9 +97,7 @@ def _describe_source(info: GGUFInfo) -> dict:
 IMATRIX_HINT = "`bitrag quantize --imatrix notes` makes one"
 
 
-def _check_types(
-    types: list[str], has_imatrix: bool = False, hint: str = IMATRIX_HINT
-) -> list[str]:
+def check_types(types: list[str], has_imatrix: bool = False, hint: str = IMATRIX_HINT) -> list[str]:
     """Canonical upper-case names, duplicates dropped; unknown types refused, and imatrix-only
     types unless an importance matrix is given (the refusal says how: `hint`)."""
     if not types:
@@ -119,7 +117,7 @@ def _check_types(
     return names
 
 
-def _check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path) -> None:
     """Create the folder if needed and prove a file can be written in it."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +149,7 @@ def _c_logging() -> Iterator[None]:
 
 
 @contextmanager
-def _captured_native_output() -> Iterator[IO[str]]:
+def captured_native_output() -> Iterator[IO[str]]:
     """Send fds 1 and 2 (llama.cpp's C output) and sys.stdout/stderr to a temp file."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -172,7 +170,7 @@ def _captured_native_output() -> Iterator[IO[str]]:
             os.close(saved[1])
 
 
-def _failure_reason(log: IO[str]) -> str:
+def failure_reason(log: IO[str]) -> str:
     """The most telling line llama.cpp logged: its error, else its last line."""
     log.flush()
     log.seek(0)
@@ -205,11 +203,11 @@ def _run_llama_quantize(
     layers = (ctypes.c_int32 * (len(prune) + 1))(*sorted(prune), -1)
     if prune:
         params.prune_layers = ctypes.cast(layers, ctypes.POINTER(ctypes.c_int32))
-    with _captured_native_output() as log:
+    with captured_native_output() as log:
         code = llama_cpp.llama_model_quantize(
             str(src).encode(), str(dst).encode(), ctypes.byref(params)
         )
-        return "" if code == 0 else _failure_reason(log)
+        return "" if code == 0 else failure_reason(log)
 
 
 def _fsync(path: Path) -> None:
@@ -253,7 +251,7 @@ def _check_outputs(
             )
 
 
-def _quantize_one(
+def quantize_one(
     src: Path,
     type_name: str,
     out_dir: Path,
@@ -311,9 +309,9 @@ def check(
     `prune_rule`; or the layers themselves); refuses (one UserError) a bad source, type,
     layer count, output folder or output name before anything is computed or written."""
     info = inspect_gguf(Path(src))
-    names = _check_types(list(types), has_imatrix)
+    names = check_types(list(types), has_imatrix)
     layers = _pruned(info.layers, prune)
-    _check_out_dir(Path(out_dir))
+    check_out_dir(Path(out_dir))
     _check_outputs(info.path, names, Path(out_dir), layers, tag)
     return info, names, layers
 
@@ -340,6 +338,6 @@ def quantize(
         if progress:
             cut = f" without layers {', '.join(map(str, layers))}" if layers else ""
             progress(f"[{i}/{len(names)}] quantizing {info.path.name} to {name}{cut}")
-        path = _quantize_one(info.path, name, out_dir, imatrix, layers, tag)
+        path = quantize_one(info.path, name, out_dir, imatrix, layers, tag)
         outputs.append(_describe(path, name) | {"pruned_layers": list(layers)})
     return {"source": source, "outputs": outputs, "ceiling_note": note}

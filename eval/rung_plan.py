@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eval.prune_order import RULES, layers_for
-from eval.quantize import FLOAT_TYPES, NEEDS_IMATRIX, _check_types, prune_rule
+from eval.quantize import FLOAT_TYPES, NEEDS_IMATRIX, check_types, prune_rule
 from retrieval.errors import UserError
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def _prune(text: str, layers: int) -> int:
 def plan(types: list[str], given: list[Calibration], pruned: list[int]) -> list[PlannedRung]:
     """Every rung, in the order of the module docstring."""
     rungs: list[PlannedRung] = []
-    for name in _check_types(list(types), bool(given), EVAL_HINT):
+    for name in check_types(list(types), bool(given), EVAL_HINT):
         needs = name in NEEDS_IMATRIX
         if not needs:
             rungs.append(PlannedRung(name))
@@ -169,7 +169,7 @@ def check(opts) -> list[PlannedRung]:
 
     if opts.prune_rule not in RULES:
         raise UserError(f"--prune-rule {opts.prune_rule}: give {' or '.join(RULES)}")
-    _check_types(list(opts.types), bool(opts.imatrix), EVAL_HINT)
+    check_types(list(opts.types), bool(opts.imatrix), EVAL_HINT)
     given = calibrations(opts.imatrix)
     layers = checked_model(opts.source).layers if opts.prune is not None else 0
     return plan(opts.types, given, prunes(opts.prune, layers))

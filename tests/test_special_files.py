@@ -11,7 +11,9 @@ def _ingest(notes: Path, index: Path, home: Path) -> dict:
     """`bitrag ingest` in a subprocess with a deadline, so a regression hangs no test run."""
     out = subprocess.run(
         [sys.executable, "-m", "agent", "ingest", str(notes), "--index", str(index), "--json"],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
         env=os.environ | {"BITRAG_HOME": str(home)},
     )
     assert out.stdout, out.stderr
