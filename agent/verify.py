@@ -187,23 +187,64 @@ def _placed(number: str, near: set[str], text: str) -> bool:
     )
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def _is_name(word: str, first: bool) -> bool:
+    """A word written as a name: a digit with letters (INT4, BGE-M3), two capitals
+    (DistilBERT, FAISS) or a capital inside the sentence (Marlin)."""
+    letters = any(c.isalpha() for c in word)
+    capitals = sum(c.isupper() for c in word)
+    return letters and (
+        any(c.isdigit() for c in word)
+        or capitals >= 2
+        or (capitals == 1 and word[0].isupper() and not first)
+    )
+
+
+def _names(sentence: str, question: str, weights: TermWeights | None) -> set[str]:
+    """The names of the question (`_is_name`) that `sentence` repeats: what the sentence's
+    numbers are said about (BGE-M3, Llama 2 7B, DistilBERT)."""
+    if weights is None:
+        return set()
+    named = {
+        t
+        for m in _NAME.finditer(question)
+        if _is_name(m.group(0), first=not question[: m.start()].strip())
+        for t in tokenize(m.group(0))
+    }
+    return {_root(t) for t in named & set(tokenize(sentence)) if not NUMBER.fullmatch(t)} - UNITS
+
+
 def _unbound(
-    text: str, question: str, evidence: list[str], read: tuple[str, ...] = ()
+    text: str,
+    question: str,
+    evidence: list[str],
+    read: tuple[str, ...] = (),
+    weights: TermWeights | None = None,
 ) -> list[str]:
     """The numbers of `text` that no evidence states with what they count; what a number
     counts is read within its own sentence. In the passages a reader model wrote from
     (`read`), a number stated next to the same terms is enough: which question term it
-    counts is that model's reading ("IQ2_XXS uses 2.06 bits" from a table row)."""
+    counts is that model's reading ("IQ2_XXS uses 2.06 bits" from a table row). Either way
+    the sentences that state it must name, together, what the answer's sentence says the
+    number is about (`_names`): MiniLM's "22.7 million parameters" do not back "BGE-M3 has
+    22.7 million parameters", nor "a 7B model" fine-tuned at 2e-5 "Llama 2 7B was
+    pre-trained at 2e-5"."""
     subjects = {_root(t) for t in tokenize(question) if not NUMBER.fullmatch(t)} - UNITS
-    return [
-        n
-        for sentence in sentences(text)
+    unbound = []
+    for sentence in sentences(text):
+        names = _names(sentence, question, weights)
         for (n, near), (_, subject) in zip(
             _number_contexts(sentence), _prose_subjects(sentence, subjects), strict=True
-        )
-        if not _bound(n, near, subject, evidence, question, subjects)
-        and not any(_placed(n, near, passage) for passage in read)
-    ]
+        ):
+            if _bound(n, near, subject, [], question, subjects):
+                continue  # the question states it
+            found = [e for e in evidence if _bound(n, near, subject, [e], "", subjects)]
+            found += [p for p in read if _placed(n, near, p)]
+            if not found or not names <= set().union(*map(_roots, found)):
+                unbound.append(n)
+    return unbound
 
 
 def verify(
@@ -258,7 +299,7 @@ def unsupported(
     number without what it counts, a rare term), or "" when it does not. More text cannot
     take such a statement back, so a draft can be stopped as soon as one of its sentences
     fails here."""
-    unbound = _unbound(text, question, evidence, read)
+    unbound = _unbound(text, question, evidence, read, weights)
     if unbound:
         return f"numbers not in the evidence with what they count: {', '.join(unbound)}"
     support_terms = _support([*evidence, *read], question)

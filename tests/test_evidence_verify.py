@@ -229,3 +229,27 @@ def test_a_number_stated_in_a_passage_the_reader_read_backs_its_answer():
     wrong = "The IQ2_XXS quantization type uses 3.44 bits per weight."
     verdict = verify(wrong, question, [row], weights, (row,))
     assert not verdict.ok and verdict.reason.endswith(": 3.44")
+
+
+def test_a_number_the_reader_read_about_another_thing_does_not_back_its_answer():
+    minilm = "all-MiniLM-L6-v2 is a small embedder with 22.7 million parameters."
+    bge = "BGE-M3 embeds 100 languages and reads passages of up to 8192 tokens."
+    weights = _weights(minilm, bge, TABLE, PROSE, KOREAN, "Embedders map text to vectors.")
+    question = "How many parameters does the BGE-M3 embedding model have?"
+    wrong = "The BGE-M3 embedding model has 22.7 million parameters."
+    verdict = verify(wrong, question, [bge], weights, (minilm, bge))
+    assert not verdict.ok and verdict.reason.endswith(": 22.7")
+    asked = "How many parameters does all-MiniLM-L6-v2 have?"
+    right = "all-MiniLM-L6-v2 has 22.7 million parameters."
+    assert verify(right, asked, [bge], weights, (minilm, bge)).ok
+
+
+def test_a_table_row_that_names_the_asked_thing_backs_a_korean_answer():
+    row = "정밀도: INT4, 파라미터당 크기: 0.5바이트, 가중치 메모리: 약 3.5GB"
+    other = "정밀도: FP16, 파라미터당 크기: 2바이트, 가중치 메모리: 약 14GB"
+    weights = _weights(row, other, KOREAN, PROSE, TABLE)
+    question = "70억 파라미터 모델을 INT4로 저장하면 대략 몇 GB가 필요해?"
+    answer = "70억 파라미터 모델을 INT4로 저장하면 약 3.5GB가 필요합니다."
+    assert verify(answer, question, [other], weights, (other, row)).ok
+    wrong = "70억 파라미터 모델을 INT4로 저장하면 약 14GB가 필요합니다."
+    assert not verify(wrong, question, [other], weights, (other, row)).ok
