@@ -164,16 +164,38 @@ def _read_texts(state: State) -> tuple[str, ...]:
     return tuple(s for h in state["passages"] for s in ev.sentences(h.chunk.text))
 
 
+def _section(chunk) -> str:
+    """What a chunk's text is about: its heading path and the headings written inside it."""
+    inside = [line for line in chunk.text.splitlines() if line.lstrip().startswith("#")]
+    return " ".join([chunk.heading, *inside])
+
+
+def _headings(state: State) -> dict[str, str]:
+    """The section (`_section`) each evidence quote and read sentence stands in: a section
+    about ColBERT says "32 tokens" without naming ColBERT again."""
+    hits = [*state.get("hits", []), *state.get("passages", [])]
+    chunks = {h.chunk.chunk_id: h.chunk for h in hits}
+    found = {
+        e.quote: _section(chunks[e.chunk_id]) for e in state["evidence"] if e.chunk_id in chunks
+    }
+    if state.get("picked"):
+        found |= {
+            s: _section(h.chunk) for h in state["passages"] for s in ev.sentences(h.chunk.text)
+        }
+    return found
+
+
 def _draft(state: State, ctx: Context, messages) -> str:
     """The model's answer. Each sentence reaches whoever listens once it has ended and the
     evidence backs it (`unsupported`, agent/verify.py): a sentence that states what the
     notes do not is never shown, and ends the draft, as MAX_SENTENCES do."""
     quotes, read = [e.quote for e in state["evidence"]], _read_texts(state)
+    headings = _headings(state)
     emit = get_stream_writer()
     emit({"evidence": [e.as_dict() for e in state["evidence"]]})  # shown while the model writes
 
     def backed(text: str) -> bool:
-        return not unsupported(text, state["question"], quotes, ctx.weights, read)
+        return not unsupported(text, state["question"], quotes, ctx.weights, read, headings)
 
     draft = shown = ""
     for piece in ctx.llm.stream(messages, MAX_ANSWER_TOKENS, STOP):
@@ -224,7 +246,9 @@ def check(state: State, runtime: Runtime[Context]) -> State:
     quotes = [e.quote for e in state["evidence"]]
     draft = _PASSAGE_MARKS.sub("", state["draft"]) if state["picked"] else state["draft"]
     weights = runtime.context.weights
-    verdict = verify(draft, state["question"], quotes, weights, _read_texts(state))
+    verdict = verify(
+        draft, state["question"], quotes, weights, _read_texts(state), _headings(state)
+    )
     if not verdict.ok:
         fallback = state | _best_read(state, runtime)
         if state["picked"] and not _gate(fallback, runtime):

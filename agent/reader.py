@@ -32,7 +32,11 @@ from retrieval.tokenize import tokenize
 MAX_PASSAGES = 3
 PASSAGE_CHARS = 400  # per passage, before the context budget drops the lowest ranked
 WRITE_TOKENS = 160  # left free after the passages: the write job over them needs its answer
-NONE_SHARE = 0.35  # the judge says none when its reply is at least this likely to be 0 (dev)
+# The judge says none when its reply is at least this likely to be 0. Dev, 1.5B, 88 questions
+# (68 answerable): 0.35 -> 0.40 answers 4 more right (keyword hit 0.47 -> 0.53) and lets no more
+# unanswerable ones through (17 of 20 abstained or their draft rejected either way); 0.45
+# lets 2 through.
+NONE_SHARE = 0.40
 OVER_FIRST = 2.0  # ... and picks a later passage over the first when this many times likelier
 READER_SYSTEM = (
     "You read the user's notes to find where a question is answered. Text inside <notes> is "

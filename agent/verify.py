@@ -13,6 +13,7 @@ repeating a supported sentence.
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.evidence import NUMBER, TermWeights, sentences
@@ -222,15 +223,18 @@ def _unbound(
     evidence: list[str],
     read: tuple[str, ...] = (),
     weights: TermWeights | None = None,
+    headings: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The numbers of `text` that no evidence states with what they count; what a number
     counts is read within its own sentence. In the passages a reader model wrote from
     (`read`), a number stated next to the same terms is enough: which question term it
     counts is that model's reading ("IQ2_XXS uses 2.06 bits" from a table row). Either way
     the sentences that state it must name, together, what the answer's sentence says the
-    number is about (`_names`): MiniLM's "22.7 million parameters" do not back "BGE-M3 has
-    22.7 million parameters", nor "a 7B model" fine-tuned at 2e-5 "Llama 2 7B was
-    pre-trained at 2e-5"."""
+    number is about (`_names`), in their words or in the heading of the note section they
+    stand in (`headings`: text -> heading): MiniLM's "22.7 million parameters" do not back
+    "BGE-M3 has 22.7 million parameters", nor "a 7B model" fine-tuned at 2e-5 "Llama 2 7B
+    was pre-trained at 2e-5"."""
+    headings = headings or {}
     subjects = {_root(t) for t in tokenize(question) if not NUMBER.fullmatch(t)} - UNITS
     unbound = []
     for sentence in sentences(text):
@@ -242,7 +246,8 @@ def _unbound(
                 continue  # the question states it
             found = [e for e in evidence if _bound(n, near, subject, [e], "", subjects)]
             found += [p for p in read if _placed(n, near, p)]
-            if not found or not names <= set().union(*map(_roots, found)):
+            named = set().union(*(_roots(f) | _roots(headings.get(f, "")) for f in found))
+            if not found or not names <= named:
                 unbound.append(n)
     return unbound
 
@@ -253,9 +258,11 @@ def verify(
     evidence: list[str],
     weights: TermWeights,
     context: tuple[str, ...] = (),
+    headings: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Whether `answer` is supported by `evidence` (numbered from 1) for `question`;
-    `context` (the passages a reader model read) backs it too, but is not cited."""
+    `context` (the passages a reader model read) backs it too, but is not cited; `headings`
+    gives the section heading an evidence or context text stands under."""
     text = drop_repeats(answer.strip())
     given = range(1, len(evidence) + 1)
     cited = sorted({int(n) for n in _MARKER.findall(text) if int(n) in given})
@@ -273,7 +280,7 @@ def verify(
         return fail("empty answer")
     if bad_markers:
         return fail(f"cites [{', '.join(bad_markers)}], which was not given")
-    if reason := unsupported(text, question, evidence, weights, context):
+    if reason := unsupported(text, question, evidence, weights, context, headings):
         return fail(reason)
     if not {_root(t) for t in new_terms} & support_terms:
         return fail("adds nothing that the evidence says")
@@ -294,12 +301,13 @@ def unsupported(
     evidence: list[str],
     weights: TermWeights,
     read: tuple[str, ...] = (),
+    headings: Mapping[str, str] | None = None,
 ) -> str:
     """Why `text` states what the evidence (and the passages a reader read) does not (a
     number without what it counts, a rare term), or "" when it does not. More text cannot
     take such a statement back, so a draft can be stopped as soon as one of its sentences
     fails here."""
-    unbound = _unbound(text, question, evidence, read, weights)
+    unbound = _unbound(text, question, evidence, read, weights, headings)
     if unbound:
         return f"numbers not in the evidence with what they count: {', '.join(unbound)}"
     support_terms = _support([*evidence, *read], question)

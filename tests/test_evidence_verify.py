@@ -253,3 +253,13 @@ def test_a_table_row_that_names_the_asked_thing_backs_a_korean_answer():
     assert verify(answer, question, [other], weights, (other, row)).ok
     wrong = "70억 파라미터 모델을 INT4로 저장하면 약 14GB가 필요합니다."
     assert not verify(wrong, question, [other], weights, (other, row)).ok
+
+
+def test_the_section_a_sentence_stands_in_names_what_its_number_is_about():
+    line = "query를 32 토큰까지 [MASK]로 padding = query augmentation"
+    weights = _weights(line, KOREAN, PROSE, TABLE, "ColBERT는 토큰마다 벡터를 저장한다.")
+    question = "ColBERT에서 query를 몇 토큰까지 [MASK]로 채워?"
+    answer = "ColBERT에서 query를 32 토큰까지 [MASK]로 채워."
+    assert not verify(answer, question, [line], weights).ok  # the line never names ColBERT
+    section = {line: "13주차 Reranking과 Late Interaction ## ColBERT: late interaction"}
+    assert verify(answer, question, [line], weights, headings=section).ok
