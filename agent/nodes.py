@@ -16,6 +16,7 @@ from agent.render import where
 from agent.runtime.context import fit
 from agent.state import Context, State
 from agent.verify import MAX_SENTENCES, finished, said, unsupported, verify
+from retrieval.chunking import Chunk
 from retrieval.store import Hit
 from retrieval.tokenize import language, tokenize
 
@@ -164,7 +165,7 @@ def _read_texts(state: State) -> tuple[str, ...]:
     return tuple(s for h in state["passages"] for s in ev.sentences(h.chunk.text))
 
 
-def _section(chunk) -> str:
+def _section(chunk: Chunk) -> str:
     """What a chunk's text is about: its heading path and the headings written inside it."""
     inside = [line for line in chunk.text.splitlines() if line.lstrip().startswith("#")]
     return " ".join([chunk.heading, *inside])

@@ -203,11 +203,9 @@ def _is_name(word: str, first: bool) -> bool:
     )
 
 
-def _names(sentence: str, question: str, weights: TermWeights | None) -> set[str]:
+def _names(sentence: str, question: str) -> set[str]:
     """The names of the question (`_is_name`) that `sentence` repeats: what the sentence's
     numbers are said about (BGE-M3, Llama 2 7B, DistilBERT)."""
-    if weights is None:
-        return set()
     named = {
         t
         for m in _NAME.finditer(question)
@@ -222,7 +220,6 @@ def _unbound(
     question: str,
     evidence: list[str],
     read: tuple[str, ...] = (),
-    weights: TermWeights | None = None,
     headings: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The numbers of `text` that no evidence states with what they count; what a number
@@ -238,7 +235,7 @@ def _unbound(
     subjects = {_root(t) for t in tokenize(question) if not NUMBER.fullmatch(t)} - UNITS
     unbound = []
     for sentence in sentences(text):
-        names = _names(sentence, question, weights)
+        names = _names(sentence, question)
         for (n, near), (_, subject) in zip(
             _number_contexts(sentence), _prose_subjects(sentence, subjects), strict=True
         ):
@@ -307,7 +304,7 @@ def unsupported(
     number without what it counts, a rare term), or "" when it does not. More text cannot
     take such a statement back, so a draft can be stopped as soon as one of its sentences
     fails here."""
-    unbound = _unbound(text, question, evidence, read, weights, headings)
+    unbound = _unbound(text, question, evidence, read, headings)
     if unbound:
         return f"numbers not in the evidence with what they count: {', '.join(unbound)}"
     support_terms = _support([*evidence, *read], question)
