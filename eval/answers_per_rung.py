@@ -22,7 +22,7 @@ from agent.state import Context
 from eval import eval_cache
 from eval.dataset import Question
 from eval.retrieval_metrics import hit_at, mrr_at, ndcg_at, recall_at
-from eval.scoring import cited_right, keyword_hit
+from eval.scoring import answer_hit, cited_right, keyword_hit
 from eval.scoring import make_agent as bench_agent
 from retrieval.store import Hit, Index
 
@@ -88,7 +88,7 @@ def score(record: dict, q: Question) -> dict:
     """What one answer scores; None where a measure does not apply to the question."""
     cites = cited_right(record, q) if q.answerable else []
     return decisions(record, q) | {
-        "keyword_hit": float(keyword_hit(record["answer"], q)) if q.answerable else None,
+        "keyword_hit": float(answer_hit(record, q)) if q.answerable else None,
         "token_f1": round(token_f1(record["answer"], q.answer), 6) if q.answerable else None,
         "answered": float(not record["abstained"]) if q.answerable else None,
         "abstained_unanswerable": float(record["abstained"]) if not q.answerable else None,

@@ -19,6 +19,12 @@ def keyword_hit(answer: str, question: Question) -> bool:
     return all(any(alt.lower() in text for alt in group) for group in question.keywords)
 
 
+def answer_hit(result: dict, question: Question) -> bool:
+    """The answer's keyword hit; an abstention never hits, though its text may repeat the
+    question's words ("The notes do not answer this. Searched for ... GGUF")."""
+    return not result["abstained"] and keyword_hit(result["answer"], question)
+
+
 def cited_right(result: dict, question: Question) -> list[bool]:
     return [Path(c["source"]).name in question.sources for c in result["citations"]]
 

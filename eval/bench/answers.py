@@ -2,19 +2,24 @@
 
     python -m eval.bench.answers [--split test|dev|all]
                                  [--rows evidence,embedded,qwen,qwen-1.5b] [--limit N] [--out DIR]
+                                 [--record FILE]
 
 Rows: "evidence" (no LLM: the best quote is the answer, the floor a model must
 beat), "embedded" (SmolLM2-135M), "qwen" and "qwen-1.5b" (the opt-in packs, when
 installed; the reader decides with them, agent/reader.py).
 Follow-up questions run in their parent's session, right after it. Metrics on
-the chosen split: keyword hit of the answer text (every keyword group present),
-answered rate on answerable questions, abstention rate on unanswerable ones,
+the chosen split: keyword hit of the answer text (every keyword group present; an
+abstention never hits), answered rate on answerable questions, abstention rate on unanswerable ones,
 citation precision (a cited chunk comes from one of the question's sources),
 mode counts, answers with a repeated sentence, seconds per question; where the
 reader decided: judge accuracy on answerable questions (it picked a passage) and on
 unanswerable ones (it picked none), pick accuracy (the picked passage holds the
 keywords), draft keyword hit before the check and the share of drafts kept. Each
 row's keyword hit is set against the evidence row's with a paired 95% interval.
+--record FILE appends one JSON line per answered question (row, id, seconds, the
+picked passage's text and the agent's whole result: draft, evidence, reader
+likelihoods), so a run cut short keeps what it measured and drafts can be re-checked
+offline.
 """
 
 import argparse
@@ -30,7 +35,7 @@ from agent.verify import has_repeat
 from eval.answers_per_rung import decisions
 from eval.dataset import Question, load_questions
 from eval.paired_bootstrap import DECISIONS, draws, interval
-from eval.scoring import ROWS, cited_right, keyword_hit, make_agent, ordered
+from eval.scoring import ROWS, answer_hit, cited_right, keyword_hit, make_agent, ordered
 from retrieval.paths import SAMPLE_CORPUS, bitrag_home
 from retrieval.store import open_index
 
@@ -59,7 +64,7 @@ def progress_line(record: dict) -> None:
     """One line per answered question, so a run cut short still shows what it measured."""
     q, result = record["question"], record["result"]
     picked = (result.get("reader") or {}).get("picked")
-    hit = keyword_hit(result["answer"], q) if q.answerable else None
+    hit = answer_hit(result, q) if q.answerable else None
     print(
         json.dumps(
             {
@@ -77,7 +82,7 @@ def progress_line(record: dict) -> None:
 
 
 def _hit(record: dict) -> bool:
-    return keyword_hit(record["result"]["answer"], record["question"])
+    return answer_hit(record["result"], record["question"])
 
 
 def summarize(records: list[dict]) -> dict:
@@ -166,12 +171,29 @@ def table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def recorder(row: str, path: Path | None):
+    """The per-question callback: the progress line (rows with a model), and a JSON line in
+    `path` if given."""
+
+    def record(r: dict) -> None:
+        if row != "evidence":
+            progress_line(r)
+        if path:
+            line = {"row": row, "id": r["question"].id, "seconds": round(r["seconds"], 3)}
+            line |= {"picked_text": r["picked"], **r["result"]}
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default="test", choices=["test", "dev", "all"])
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--record", type=Path)
     args = parser.parse_args()
     questions = [q for q in load_questions() if args.split in ("all", q.split)]
     questions = ordered(questions)[: args.limit or None]
@@ -184,7 +206,7 @@ def main() -> None:
         if agent is None:
             print(f"row {row}: not installed, skipped (make install-qwen)")
             continue
-        records = run_row(agent, questions, progress_line if row != "evidence" else None)
+        records = run_row(agent, questions, recorder(row, args.record))
         records_of[row] = records
         results[row] = groups(records)
         raw[row] = [
