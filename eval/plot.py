@@ -1,8 +1,12 @@
-"""accuracy_vs_bits.png: keyword hit (with 95% intervals) and mean KLD against bits per weight,
-the evidence-only row as a horizontal floor; for several models (`draw_models`), one keyword-hit
-line per model. Headless (matplotlib's Agg backend)."""
+"""accuracy_vs_bits.png: keyword hit (with 95% intervals) and mean KLD against file size, one
+line and marker style per family of rungs (the plain ladder, each calibration's ladder, each
+type with blocks removed, starting from that type whole), the evidence-only row as a
+horizontal floor; for several models (`draw_models`), one keyword-hit line per model.
+Headless (matplotlib's Agg backend)."""
 
 from pathlib import Path
+
+MARKERS = "osD^vPX*"
 
 
 def _pyplot():
@@ -14,19 +18,49 @@ def _pyplot():
     return plt
 
 
-def _hit_line(acc, rungs: list[dict], color: str, label: str) -> bool:
-    """Keyword hit with its 95% interval per rung, each point named by its type; False (and
-    nothing drawn) when some rung had no answerable question."""
+def _mb(rungs: list[dict]) -> list[float]:
+    return [r["bytes"] / 1e6 for r in rungs]
+
+
+def family(rung: dict) -> str:
+    """The line a rung is drawn on: the plain ladder, a calibration's ladder, or one type
+    with blocks removed."""
+    calibration = rung.get("calibration", "none")
+    if rung.get("pruned_layers"):
+        tail = "" if calibration == "none" else f"+{calibration}"
+        return f"{rung['quant_type']}{tail}, blocks removed"
+    return "plain" if calibration == "none" else f"calibrated ({calibration})"
+
+
+def families(rungs: list[dict]) -> dict[str, list[dict]]:
+    """Rungs by family, each by falling size; a pruned family starts at its type whole."""
+    out: dict[str, list[dict]] = {}
+    for r in sorted(rungs, key=lambda r: -r["bytes"]):
+        out.setdefault(family(r), []).append(r)
+    for name, members in out.items():
+        first = members[0]
+        if first.get("pruned_layers"):
+            whole = [
+                r
+                for r in rungs
+                if not r.get("pruned_layers")
+                and r.get("quant_type") == first.get("quant_type")
+                and r.get("calibration", "none") == first.get("calibration", "none")
+            ]
+            out[name] = whole[:1] + members
+    return out
+
+
+def _hit_line(acc, rungs: list[dict], style: dict, label: str) -> bool:
+    """Keyword hit with its 95% interval per rung against megabytes; False (and nothing
+    drawn) when some rung had no answerable question."""
     hits = [r["answers"]["keyword_hit"] for r in rungs]
     if any(h["value"] is None for h in hits):
         return False
-    bits = [r["bits_per_weight"] for r in rungs]
     values = [h["value"] for h in hits]
     low = [h["value"] - (h["ci95"] or [h["value"]] * 2)[0] for h in hits]
     high = [(h["ci95"] or [h["value"]] * 2)[1] - h["value"] for h in hits]
-    acc.errorbar(bits, values, yerr=[low, high], fmt="o-", color=color, capsize=4, label=label)
-    for x, y, r in zip(bits, values, rungs, strict=True):
-        acc.annotate(r["type"], (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    acc.errorbar(_mb(rungs), values, yerr=[low, high], capsize=4, label=label, **style)
     return True
 
 
@@ -42,9 +76,8 @@ def _floor(acc, floor: dict) -> None:
         acc.axhspan(*floor["ci95"], color="tab:gray", alpha=0.12)
 
 
-def _axes(acc) -> None:
-    acc.set_xlabel("bits per weight (measured from the tensors)")
-    acc.set_ylabel("keyword hit (answerable questions)")
+def _accuracy_axis(acc) -> None:
+    acc.set_ylabel("keyword hit (answerable)")
     acc.set_ylim(-0.02, 1.02)
 
 
@@ -56,57 +89,66 @@ def _save(plt, fig, path: Path) -> None:
     tmp.replace(path)
 
 
+def _kld_line(ax, rungs: list[dict], style: dict) -> None:
+    """Mean KLD per rung against megabytes, each point named by its rung."""
+    klds = [r["divergence"]["kld_mean"] for r in rungs]
+    ax.plot(_mb(rungs), klds, **style)
+    for x, y, r in zip(_mb(rungs), klds, rungs, strict=True):
+        ax.annotate(r["type"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+
+
 def draw(results: dict, path: Path) -> None:
+    """Two panels over one file-size axis: keyword hit above, mean KLD from the top rung
+    below, a colour and marker per family."""
     plt = _pyplot()
-    rungs = results["rungs"]
-    bits = [r["bits_per_weight"] for r in rungs]
-    fig, acc = plt.subplots(figsize=(8, 5), dpi=110)
-    if _hit_line(acc, rungs, "tab:blue", "keyword hit (95% CI)"):
+    fig, (acc, kld) = plt.subplots(2, 1, figsize=(8, 7.5), dpi=110, sharex=True)
+    drawn = False
+    for i, (name, rungs) in enumerate(families(results["rungs"]).items()):
+        style = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "linestyle": "-"}
+        drawn = _hit_line(acc, rungs, style, name) or drawn
+        _kld_line(kld, rungs, style | {"label": name})
+    if drawn:
         _floor(acc, results["evidence_only"]["answers"]["keyword_hit"])
-    _axes(acc)
-    kld = acc.twinx()
-    kld.plot(
-        bits,
-        [r["divergence"]["kld_mean"] for r in rungs],
-        "s:",
-        color="tab:red",
-        label=f"mean KLD vs {results['top_rung']}",
-    )
-    kld.set_ylabel("mean KL divergence (nats/token)", color="tab:red")
-    kld.tick_params(axis="y", labelcolor="tab:red")
+    _accuracy_axis(acc)
+    acc.legend(fontsize=8, loc="lower right")
+    kld.set_ylabel(f"mean KLD vs {results['top_rung']} (nats/token)")
+    kld.set_xlabel("file size (MB)")
     kld.set_ylim(bottom=0)
-    handles = acc.get_legend_handles_labels()
-    more = kld.get_legend_handles_labels()
-    acc.legend(
-        handles[0] + more[0],
-        handles[1] + more[1],
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.13),
-        ncol=3,
-        fontsize=8,
-    )
-    acc.margins(x=0.08)
-    label = results["top_rung_label"]
+    kld.legend(fontsize=8, loc="upper right")
+    kld.margins(x=0.1)
     acc.set_title(
-        f"{results['source']['name']}: accuracy vs bit-width (top rung: {label})", fontsize=9
+        f"{results['source']['name']}: accuracy and divergence vs size "
+        f"(top rung: {results['top_rung_label']}; 95% CI)",
+        fontsize=9,
     )
     _save(plt, fig, path)
 
 
 def draw_models(results: dict, path: Path) -> None:
-    """One keyword-hit line per model (eval/results.py `combine`), labelled by the model, its
-    points by their rung; no divergence axis, since each model diverges from its own top."""
+    """One keyword-hit line per model (eval/results.py `combine`) against file size, its
+    points named by their rung; no divergence axis, since each model diverges from its own
+    top."""
     plt = _pyplot()
     fig, acc = plt.subplots(figsize=(8, 5), dpi=110)
     names = [m["model"] for m in results["models"]]
-    drawn = [
-        _hit_line(acc, [r for r in results["rungs"] if r["model"] == name], f"C{i % 10}", name)
-        for i, name in enumerate(names)
-    ]
-    if any(drawn):
+    drawn = False
+    for i, name in enumerate(names):
+        rungs = sorted(
+            (r for r in results["rungs"] if r["model"] == name), key=lambda r: r["bytes"]
+        )
+        style = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "linestyle": "-"}
+        if _hit_line(acc, rungs, style, name):
+            drawn = True
+            for x, r in zip(_mb(rungs), rungs, strict=True):
+                y = r["answers"]["keyword_hit"]["value"]
+                acc.annotate(
+                    r["type"], (x, y), textcoords="offset points", xytext=(4, 6), fontsize=7
+                )
+    if drawn:
         _floor(acc, results["evidence_only"]["answers"]["keyword_hit"])
-    _axes(acc)
+    _accuracy_axis(acc)
+    acc.set_xlabel("file size (MB)")
     acc.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8)
     acc.margins(x=0.08)
-    acc.set_title(f"accuracy vs bit-width: {', '.join(names)} (95% CI)", fontsize=9)
+    acc.set_title(f"accuracy vs file size: {', '.join(names)} (95% CI)", fontsize=9)
     _save(plt, fig, path)

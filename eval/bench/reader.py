@@ -5,7 +5,8 @@ none when no passage does? Retrieval is the hybrid top-5 of the sample index.
                                 [--passages N] [--chars N]
 
 Per question (follow-ups left out, they need their parent's turn): the passage the judge
-picked, the shown passages that hold the question's keywords, prompt tokens and seconds.
+picked, how likely each reply was (0, 1, ...; local models), the shown passages that hold
+the question's keywords, prompt tokens and seconds.
 Summary: judge accuracy on answerable questions (it names a passage) and on unanswerable
 ones (it says 0), pick accuracy (the named passage holds the keywords, over the answerable
 questions where some shown passage does), mean prompt tokens and seconds per question.
@@ -35,6 +36,7 @@ def judge_one(llm, index: Index, q: Question, passages: int, chars: int) -> dict
         "id": q.id,
         "answerable": q.answerable,
         "passage": verdict.passage,
+        "likelihood": [round(x, 4) for x in verdict.likelihood],
         "holding": holding,
         "prompt_tokens": count_messages(llm, reader_messages(q.question, shown, q.question, chars)),
         "seconds": round(seconds, 2),
@@ -71,7 +73,7 @@ def main() -> None:
     questions = [q for q in load_questions() if not q.follows]
     if args.split != "all":
         questions = [q for q in questions if q.split == args.split]
-    index = open_index(bitrag_home() / "index", SAMPLE_CORPUS)
+    index = open_index(bitrag_home() / "bench-index", SAMPLE_CORPUS)
     llm = load_llm(args.model)
     rows = []
     for q in questions[: args.limit]:
