@@ -2,7 +2,7 @@
 interval, and when the answers tie on every question, the smallest within the divergence
 budget."""
 
-from eval.results import KLD_BUDGET, recommend
+from eval.recommendation import KLD_BUDGET, recommend
 
 
 def _hit(value: float, diff: float, ci: list[float]) -> dict:
