@@ -1,14 +1,15 @@
 """The `bitrag` command line, assembled here from one module per command group: answering
 (ask, chat), notes (ingest, search), models (models, quantize, bench, serve-llm), evaluation
-(eval), mcp and doctor. Errors become one line on stderr and a non-zero exit (common). The
-commands import the graph, the runtime, `retrieval`, and lazily `eval` and `mcp_servers`."""
+(eval), tuning (tune), mcp and doctor. Errors become one line on stderr and a non-zero exit
+(common). The commands import the graph, the runtime, `retrieval`, and lazily `eval` and
+`mcp_servers`."""
 
 import os
 import signal
 
 import click
 
-from agent.cli import answering, doctor, evaluation, mcp, models, notes
+from agent.cli import answering, doctor, evaluation, mcp, models, notes, tuning
 from agent.cli.common import BitragGroup
 
 
@@ -35,6 +36,7 @@ for command in (
     models.bench,
     models.serve_llm,
     evaluation.eval_cmd,
+    tuning.tune,
     mcp.mcp,
     doctor.doctor,
 ):

@@ -1,0 +1,287 @@
+"""`bitrag tune`: LoRA on a GGUF student from teacher-written pairs of the user's own notes.
+
+The run, start to finish: check the options; pick the teacher (given, else the strongest
+installed pack, else the student itself for a smoke run); have it write pairs from the
+index's chunks outside the eval's source notes (eval/tune_data.py, cached in --out); load the
+student dequantized into torch with LoRA adapters (eval/lora.py); train. The loss is
+cross-entropy on the teacher's answers, mixed as ALPHA_CE CE + (1 - ALPHA_CE) T^2 KL with
+the teacher's next-token distributions at temperature TEMPERATURE when the two models share
+a vocabulary (eval/tune_tokens.py); otherwise the teacher's answers are the only signal
+(sequence-level distillation), and the run says so. Each step takes BATCH pairs in order,
+wrapping around, and prints one progress line. After every step the adapters, the
+optimizer state and the step are saved to `<out>/checkpoint.pt`; a later run with the same
+student file, LoRA settings, learning rate, loss and training data resumes from it. The
+result is `<out>/adapter.gguf` with its sidecar `adapter.json` (eval/lora_gguf.py), which
+llama.cpp applies on top of the quantized student.
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from agent.runtime.model_file import checked_model, embedded_model_path
+from agent.runtime.registry import path_of
+from eval.eval_cache import sha256_file
+from eval.lora import (
+    Batch,
+    LoraConfig,
+    LoraLinear,
+    attach_lora,
+    data_hash,
+    load_student,
+    make_batch,
+    make_optimizer,
+    train_step,
+)
+from eval.lora_gguf import export_adapter, write_sidecar
+from eval.tune_data import Pair, generate_pairs
+from eval.tune_tokens import (
+    Example,
+    batch_teacher_logits,
+    shared_vocabulary,
+    student_examples,
+    teacher_logits,
+)
+from retrieval.errors import UserError
+from retrieval.store import Index, open_index
+
+TEACHER_PACKS = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")  # strongest first
+ALPHA_CE = 0.5
+TEMPERATURE = 2.0
+BATCH = 2
+CHECKPOINT = "checkpoint.pt"
+ADAPTER = "adapter.gguf"
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    index: Path
+    out: Path
+    student: str | None = None
+    teacher: str | None = None
+    rank: int = 8
+    alpha: float = 16.0
+    steps: int = 50
+    lr: float = 1e-3
+    limit: int | None = None
+
+
+@dataclass
+class Training:
+    """What the checkpoint holds: the adapters, their optimizer, the steps done so far."""
+
+    layers: dict[str, LoraLinear]
+    optimizer: torch.optim.Optimizer
+    key: str
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def check_options(options: TuneOptions) -> None:
+    """Refuse bad settings before anything loads."""
+    for name, value in (("--steps", options.steps), ("--rank", options.rank)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, not {value}")
+    if options.limit is not None and options.limit < 1:
+        raise UserError(f"--limit must be at least 1, not {options.limit}")
+    for name, value in (("--lr", options.lr), ("--alpha", options.alpha)):
+        if not value > 0:
+            raise UserError(f"{name} must be above 0, not {value}")
+    if options.out.exists() and not options.out.is_dir():
+        raise UserError(f"--out {options.out} is a file: give a folder for the adapter")
+
+
+def choose_teacher(given: str | None, student: Path) -> tuple[Path, str]:
+    """The teacher's file and how it was chosen."""
+    if given:
+        path = checked_model(given).path
+        return path, f"teacher: {path.name} (given)"
+    for name in TEACHER_PACKS:
+        found = path_of(name)
+        if found and found.is_file():
+            return checked_model(str(found)).path, f"teacher: {name} (the strongest installed)"
+    return student, "teacher: the student itself (no other model installed: a smoke run)"
+
+
+def kept_pairs(index: Index, options: TuneOptions, teacher: Path, say: Say) -> list[Pair]:
+    from agent.runtime.llm import LocalLLM
+
+    pairs = generate_pairs(
+        index, lambda: LocalLLM(teacher), teacher, options.out, options.limit, say
+    )
+    if not pairs:
+        raise UserError(
+            f"no chunk of {options.index} may be used: every note it holds is the source of an "
+            "eval question (data/eval/qa.jsonl), held out so the eval stays fair; index your "
+            "own notes with `bitrag ingest FOLDER --index DIR` and pass --index DIR"
+        )
+    kept = [p for p in pairs if p.kept]
+    say(f"pairs: {len(kept)} kept of {len(pairs)} chunk(s) the teacher read")
+    if not kept:
+        raise UserError(
+            f"the teacher wrote no pair that passes the agent's check from {len(pairs)} chunk(s) "
+            f"of {options.index}: index more notes, raise --limit or use a stronger --teacher"
+        )
+    return kept
+
+
+def run_key(student_sha: str, config: LoraConfig, data: str, lr: float, kl: bool) -> str:
+    """What a checkpoint must match to be resumed."""
+    parts = {"student": student_sha, "lora": asdict(config), "data": data, "lr": lr, "kl": kl}
+    parts |= {"alpha_ce": ALPHA_CE, "temperature": TEMPERATURE, "batch": BATCH}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def save_checkpoint(path: Path, training: Training) -> None:
+    state = {
+        "key": training.key,
+        "step": training.step,
+        "losses": training.losses,
+        "lora": {n: (m.lora_a.detach(), m.lora_b.detach()) for n, m in training.layers.items()},
+        "optimizer": training.optimizer.state_dict(),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def resume(path: Path, training: Training, say: Say) -> None:
+    """Continue from the checkpoint when it was made by the same run settings."""
+    if not path.is_file():
+        return
+    try:
+        state = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        say(f"checkpoint {path} is unreadable ({type(exc).__name__}): starting over")
+        return
+    if state.get("key") != training.key:
+        say(f"checkpoint {path} is for another student, settings or data: starting over")
+        return
+    with torch.no_grad():
+        for name, (a, b) in state["lora"].items():
+            training.layers[name].lora_a.copy_(a)
+            training.layers[name].lora_b.copy_(b)
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.step, training.losses = state["step"], list(state["losses"])
+    say(f"resumed from checkpoint {path} at step {training.step}")
+
+
+def batch_at(
+    step: int, examples: list[Example], rows: list[torch.Tensor] | None
+) -> tuple[Batch, torch.Tensor | None]:
+    """The BATCH examples step `step` (from 1) trains on, in order, wrapping around."""
+    chosen = [((step - 1) * BATCH + j) % len(examples) for j in range(BATCH)]
+    chosen = list(dict.fromkeys(chosen))  # fewer examples than BATCH: each once
+    picked = [examples[i] for i in chosen]
+    batch = make_batch(picked, pad_id=0)
+    if rows is None:
+        return batch, None
+    teacher = batch_teacher_logits([rows[i] for i in chosen], picked, batch.input_ids.shape[1])
+    return batch, teacher
+
+
+def train(
+    model: torch.nn.Module,
+    training: Training,
+    examples: list[Example],
+    rows: list[torch.Tensor] | None,
+    steps: int,
+    checkpoint: Path,
+    say: Say,
+) -> tuple[int, float]:
+    """Train up to step `steps`; (tokens read, seconds) of this run's steps."""
+    tokens, seconds = 0, 0.0
+    alpha_ce = ALPHA_CE if rows is not None else 1.0
+    while training.step < steps:
+        batch, teacher = batch_at(training.step + 1, examples, rows)
+        start = time.perf_counter()
+        loss = train_step(model, training.optimizer, batch, teacher, alpha_ce, TEMPERATURE)
+        took = time.perf_counter() - start
+        training.step += 1
+        training.losses.append(loss.total)
+        save_checkpoint(checkpoint, training)
+        read = int(batch.attention_mask.sum())
+        tokens, seconds = tokens + read, seconds + took
+        say(
+            f"step {training.step}/{steps} loss {loss.total:.4f} (ce {loss.ce:.4f}, "
+            f"kl {loss.kl:.4f}) {read / took:.0f} tokens/s"
+        )
+    return tokens, seconds
+
+
+def quiet_student(path: Path) -> torch.nn.Module:
+    """load_student without transformers' per-tensor tqdm bar among the progress lines (it
+    writes to sys.stderr; failures arrive as exceptions, not there)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return load_student(path)
+
+
+def tune(options: TuneOptions, say: Say) -> dict:
+    """The whole run; the summary printed at the end."""
+    started = time.perf_counter()
+    check_options(options)
+    student = checked_model(options.student or str(embedded_model_path())).path
+    teacher, chosen = choose_teacher(options.teacher, student)
+    index = open_index(options.index)  # no index: one line saying how to build one
+    say(f"student: {student.name}; {chosen}")
+    options.out.mkdir(parents=True, exist_ok=True)
+    pairs = kept_pairs(index, options, teacher, say)
+    examples = student_examples(student, [(p.messages, p.answer) for p in pairs])
+    kl = shared_vocabulary(student, teacher)
+    say(
+        f"distillation: CE on the teacher's answers + KL to its next-token distributions "
+        f"(a = {ALPHA_CE}, T = {TEMPERATURE})"
+        if kl
+        else "distillation: sequence-level only (the teacher's vocabulary differs from the "
+        "student's, so no KL to its next-token distributions)"
+    )
+    rows = teacher_logits(teacher, examples) if kl else None
+    config = LoraConfig(rank=options.rank, alpha=options.alpha)
+    data = data_hash(examples)
+    say(f"loading {student.name} into torch, dequantized")
+    model = quiet_student(student)
+    layers = attach_lora(model, config)
+    student_sha = sha256_file(student, options.out / ".hashes.json")
+    training = Training(
+        layers,
+        make_optimizer(layers, options.lr, config.seed),
+        run_key(student_sha, config, data, options.lr, kl),
+    )
+    checkpoint = options.out / CHECKPOINT
+    resume(checkpoint, training, say)
+    resumed = training.step
+    if resumed >= options.steps:
+        say(f"the checkpoint is at step {resumed}, --steps is {options.steps}: nothing to train")
+    tokens, seconds = train(model, training, examples, rows, options.steps, checkpoint, say)
+    adapter = export_adapter(layers, config, student, options.out / ADAPTER)
+    write_sidecar(adapter, student, config, training.step, data)
+    losses = training.losses
+    return {
+        "student": str(student),
+        "teacher": str(teacher),
+        "teacher_choice": chosen,
+        "distillation": "ce+kl" if kl else "sequence-level",
+        "pairs": len(pairs),
+        "rank": config.rank,
+        "alpha": config.alpha,
+        "targets": list(config.targets),
+        "steps": training.step,
+        "resumed_from": resumed,
+        "train_seconds": seconds,
+        "tokens_per_s": tokens / seconds if seconds else None,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "adapter": str(adapter),
+        "adapter_bytes": adapter.stat().st_size,
+        "seconds": time.perf_counter() - started,
+    }

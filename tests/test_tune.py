@@ -1,0 +1,250 @@
+"""`bitrag tune` with real parts: the embedded model as student and teacher, a tiny index of
+notes ingested here, torch, gguf and llama.cpp. Training pairs never come from a note an eval
+question is about, and only answers that pass the agent's check are kept; the command trains,
+exports an adapter llama.cpp applies, resumes from its checkpoint, and refuses bad input with
+one line."""
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+import pytest
+import torch
+from torch import Generator
+
+from agent.evidence import TermWeights, sentences
+from agent.reader import declined
+from agent.runtime.llm import LocalLLM
+from agent.verify import verify
+from eval.dataset import load_questions
+from eval.lora import LoraConfig, LoraLinear, make_optimizer
+from eval.lora_gguf import open_with_adapter
+from eval.tune import Training, resume, save_checkpoint
+from eval.tune_data import PAIRS_FILE, check_answer, generate_pairs, select_chunks
+from eval.tune_tokens import student_examples
+from retrieval.store import Index, ingest, open_index
+
+# The 135M model answers "What is the purpose of X?" in the note's own words when the note
+# says what the purpose is (measured: the lamp's pair is kept, the ferry's is not).
+NOTES = {
+    "a-lamp.md": (
+        "# Reading lamp\n\nThe purpose of the reading lamp is to light the desk at night.\n"
+    ),
+    "b-ferry.md": (
+        "# Harbor ferry\n\nThe purpose of the harbor ferry is to carry bicycles to Gull Island.\n"
+    ),
+    # The name of an eval question's source note (data/eval/qa.jsonl): never used.
+    "lora-qlora.md": "# LoRA\n\nThe purpose of LoRA is to train two small matrices.\n",
+}
+HELD_OUT = "lora-qlora.md"
+
+
+class Recording:
+    """The teacher, with every message list it was shown kept."""
+
+    def __init__(self, llm: LocalLLM) -> None:
+        self.llm = llm
+        self.shown: list[str] = []
+
+    def chat(self, messages, *args, **kwargs) -> str:
+        self.shown.append(json.dumps(messages))
+        return self.llm.chat(messages, *args, **kwargs)
+
+
+def no_teacher():
+    raise AssertionError("the teacher was loaded although every pair was cached")
+
+
+@pytest.fixture(scope="module")
+def notes_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("notes")
+    for name, text in NOTES.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    directory = tmp_path_factory.mktemp("tune") / "index"
+    ingest([folder], directory)
+    return directory
+
+
+def test_pairs_come_only_from_notes_outside_the_eval_and_pass_the_check(
+    notes_index: Path, model_path: Path, tmp_path: Path
+):
+    index = open_index(notes_index)
+    selection = select_chunks(index, load_questions(), None)
+    assert (selection.total, selection.held_out, len(selection.chunks)) == (3, 1, 2)
+    assert all(Path(c.source).name != HELD_OUT for c in selection.chunks)
+    teacher = Recording(LocalLLM(model_path))
+    pairs = generate_pairs(index, lambda: teacher, model_path, tmp_path)
+    print([(p.question, p.answer, p.reason) for p in pairs])
+    assert [Path(p.source).name for p in pairs] == ["a-lamp.md", "b-ferry.md"]
+    assert teacher.shown and not any("LoRA" in shown for shown in teacher.shown)
+    kept = [p for p in pairs if p.kept]
+    assert kept, "the lamp note is written to be quoted: its pair must pass"
+    _assert_checked(index, pairs)
+    cached = generate_pairs(index, no_teacher, model_path, tmp_path)
+    assert cached == pairs
+    assert len((tmp_path / PAIRS_FILE).read_text(encoding="utf-8").splitlines()) == 2
+
+
+def _assert_checked(index: Index, pairs) -> None:
+    """Kept answers pass the agent's own check against their chunk; others say why not."""
+    chunks = {c.chunk_id: c for c in index.chunks}
+    weights = TermWeights(index.bm25)
+    for pair in pairs:
+        if not pair.kept:
+            assert pair.reason
+            continue
+        evidence = sentences(chunks[pair.chunk_id].text)
+        assert verify(pair.answer, pair.question, evidence, weights).ok, pair
+        assert not declined(pair.answer) and pair.question.endswith("?")
+        assert pair.question in pair.messages[-1]["content"]  # the agent's write job
+
+
+def test_the_check_drops_unsupported_answers_abstentions_and_eval_questions(
+    notes_index: Path, model_path: Path, tmp_path: Path
+):
+    index = open_index(notes_index)
+    lamp = next(c for c in index.chunks if c.source.endswith("a-lamp.md"))
+    weights = TermWeights(index.bm25)
+    question = "What is the purpose of the reading lamp?"
+    for answer in ("The lamp runs on solar power from Mars.", "The passage does not state it."):
+        assert check_answer(answer, question, lamp, weights)[1], answer
+    teacher = LocalLLM(model_path)
+    pairs = generate_pairs(index, lambda: teacher, model_path, tmp_path, limit=1)
+    assert len(pairs) == 1 and pairs[0].kept
+    asked = replace(load_questions()[0], question=f"  {pairs[0].question.upper()} ")
+    again = generate_pairs(index, no_teacher, model_path, tmp_path, 1, questions=[asked])
+    assert again[0].reason == "equals an eval question"
+
+
+def test_the_prompt_is_the_students_chat_template_and_the_answer_ends_it(model_path: Path):
+    messages = [
+        {"role": "system", "content": "passages"},
+        {"role": "user", "content": "Question: why?"},
+    ]
+    [(prompt, answer)] = student_examples(model_path, [(messages, "Because.")])
+    vocab = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    try:
+        text = vocab.detokenize(prompt, special=True).decode()
+        assert answer[-1] == vocab.token_eos()
+        assert vocab.detokenize(answer[:-1]).decode().strip() == "Because."
+    finally:
+        vocab.close()
+    expected = (
+        "<|im_start|>system\npassages<|im_end|>\n<|im_start|>user\nQuestion: why?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert text == expected
+
+
+def _steps(stderr: str) -> list[tuple[int, float, float]]:
+    """(step, loss, kl) of every progress line."""
+    found = re.findall(r"^step (\d+)/\d+ loss ([\d.]+) \(ce [\d.]+, kl ([\d.]+)\)", stderr, re.M)
+    return [(int(s), float(loss), float(kl)) for s, loss, kl in found]
+
+
+def test_tune_trains_exports_an_adapter_llama_cpp_applies_and_resumes(
+    run, notes_index: Path, model_path: Path, tmp_path: Path
+):
+    out = tmp_path / "out"
+    args = ["tune", "--index", str(notes_index), "--out", str(out), "--limit", "2"]
+    first = run(*args, "--steps", "3")
+    assert first.exit_code == 0, first.output
+    print(first.stderr, first.stdout)
+    assert "teacher: the student itself" in first.stderr
+    assert "distillation: CE on the teacher's answers + KL" in first.stderr
+    steps = _steps(first.stderr)
+    assert [s for s, _, _ in steps] == [1, 2, 3]
+    assert steps[0][2] < 0.05  # the same model in torch and llama.cpp, at the same positions
+    assert f"loss {steps[0][1]:.4f} -> {steps[-1][1]:.4f}" in first.stdout
+    adapter = out / "adapter.gguf"
+    sidecar = json.loads((out / "adapter.json").read_text(encoding="utf-8"))
+    assert (sidecar["steps"], sidecar["rank"], sidecar["alpha"]) == (3, 8, 16.0)
+    _assert_adapter_changes_the_student(model_path, adapter)
+
+    second = run(*args, "--steps", "5", "--json")
+    assert second.exit_code == 0, second.output
+    summary = json.loads(second.stdout)
+    assert f"resumed from checkpoint {out / 'checkpoint.pt'} at step 3" in second.stderr
+    assert "pair 1/" not in second.stderr  # the pairs came from the cache
+    assert [s for s, _, _ in _steps(second.stderr)] == [4, 5]
+    assert (summary["steps"], summary["resumed_from"]) == (5, 3)
+    assert summary["loss_first"] == pytest.approx(steps[0][1], abs=1e-4)
+    assert summary["adapter_bytes"] == adapter.stat().st_size
+    assert json.loads((out / "adapter.json").read_text(encoding="utf-8"))["steps"] == 5
+
+
+def _assert_adapter_changes_the_student(model_path: Path, adapter: Path) -> None:
+    settings = {"n_ctx": 64, "n_threads": 1, "n_threads_batch": 1}
+    plain = llama_cpp.Llama(model_path=str(model_path), verbose=False, **settings)
+    adapted = open_with_adapter(model_path, adapter, **settings)
+    try:
+        prompt = plain.tokenize(b"The purpose of the reading lamp is", add_bos=False)
+        logits = []
+        for llm in (plain, adapted):
+            llm.eval(prompt)
+            logits.append(np.array(llm.scores[len(prompt) - 1]))
+    finally:
+        plain.close()
+        adapted.close()
+    assert np.abs(logits[1] - logits[0]).max() > 1e-3
+
+
+def test_a_checkpoint_resumes_only_the_same_run(tmp_path: Path):
+    def training(key: str) -> Training:
+        layers = {"proj": LoraLinear(torch.nn.Linear(4, 4), LoraConfig(rank=2), Generator())}
+        return Training(layers, make_optimizer(layers, 1e-3), key)
+
+    saved = training("run-a")
+    with torch.no_grad():
+        saved.layers["proj"].lora_b.fill_(0.5)
+    saved.step, saved.losses = 7, [2.0, 1.5]
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, saved)
+    said: list[str] = []
+    same = training("run-a")
+    resume(path, same, said.append)
+    assert (same.step, same.losses) == (7, [2.0, 1.5])
+    assert torch.equal(same.layers["proj"].lora_b, saved.layers["proj"].lora_b)
+    other = training("run-b")
+    resume(path, other, said.append)
+    assert other.step == 0 and not other.layers["proj"].lora_b.any()
+    path.write_bytes(path.read_bytes()[:100])
+    resume(path, training("run-a"), said.append)
+    assert "starting over" in said[1] and "unreadable" in said[2], said
+
+
+def test_an_index_of_eval_notes_only_is_refused_with_one_line(run, tmp_path: Path):
+    """The sample corpus is such an index: every note of it is an eval question's source."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / HELD_OUT).write_text(NOTES[HELD_OUT], encoding="utf-8")
+    ingest([tmp_path / "notes"], tmp_path / "index")
+    result = run("tune", "--index", str(tmp_path / "index"), "--out", str(tmp_path / "out"))
+    assert result.exit_code != 0
+    assert "every note it holds is the source of an eval question" in result.stderr
+    assert not (tmp_path / "out" / "adapter.gguf").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--student", "/no/such/student.gguf"], "model file not found: /no/such/student.gguf"),
+        (["--steps", "0"], "--steps must be at least 1, not 0"),
+        (["--rank", "0"], "--rank must be at least 1, not 0"),
+        (["--out", "FILE"], "is a file: give a folder for the adapter"),
+        (["--index", "EMPTY"], "no index at"),
+        ([], "no index at"),  # the default index, which does not exist in a new home
+    ],
+)
+def test_bad_input_is_one_line_and_a_failing_exit(run, tmp_path: Path, extra, expected):
+    (tmp_path / "FILE").write_text("not a folder\n", encoding="utf-8")
+    (tmp_path / "EMPTY").mkdir()
+    given = [str(tmp_path / a) if a in ("FILE", "EMPTY") else a for a in extra]
+    if "--out" not in given:
+        given += ["--out", str(tmp_path / "out")]
+    result = run("tune", *given)
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
