@@ -23,7 +23,7 @@ import numpy as np
 from llama_cpp._ctypes_extensions import load_shared_library
 
 from agent.runtime.model_file import inspect_gguf
-from eval.quantize import captured_native_output, failure_reason
+from agent.runtime.native_log import captured_native_output, failure_reason
 from retrieval.atomic import write_bytes
 from retrieval.errors import UserError
 from retrieval.threads import threads

@@ -10,14 +10,13 @@ failure, one line naming the type and the reason.
 
 import os
 import secrets
-import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from agent.runtime.model_file import GGUFInfo, inspect_gguf
+from agent.runtime.native_log import captured_native_output, failure_reason
 from retrieval.errors import UserError
 
 if TYPE_CHECKING:
@@ -126,57 +125,6 @@ def check_out_dir(out_dir: Path) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise UserError(f"output folder {out_dir} is not writable ({reason})") from None
-
-
-@contextmanager
-def _c_logging() -> Iterator[None]:
-    """Let llama.cpp log straight to fd 2 instead of through llama_cpp's Python callback.
-
-    A Ctrl-C that arrives while that callback runs raises inside it, where ctypes prints and
-    swallows the KeyboardInterrupt; with no Python running during the call it stays pending
-    and is raised as soon as llama_model_quantize returns.
-    """
-    import ctypes
-
-    import llama_cpp
-    from llama_cpp import _logger
-
-    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(), ctypes.c_void_p(0))  # NULL: C default
-    try:
-        yield
-    finally:
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-
-
-@contextmanager
-def captured_native_output() -> Iterator[IO[str]]:
-    """Send fds 1 and 2 (llama.cpp's C output) and sys.stdout/stderr to a temp file."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
-        saved = (os.dup(1), os.dup(2))
-        old = (sys.stdout, sys.stderr)
-        try:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            sys.stdout = sys.stderr = log
-            with _c_logging():
-                yield log
-        finally:
-            sys.stdout, sys.stderr = old
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-def failure_reason(log: IO[str]) -> str:
-    """The most telling line llama.cpp logged: its error, else its last line."""
-    log.flush()
-    log.seek(0)
-    lines = [line.strip() for line in log.read().splitlines() if line.strip()]
-    errors = [line for line in lines if "failed" in line.lower() or "error" in line.lower()]
-    return (errors or lines or ["no message from llama.cpp"])[-1]
 
 
 def _run_llama_quantize(

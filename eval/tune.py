@@ -121,7 +121,7 @@ def kept_pairs(index: Index, options: TuneOptions, teacher: Path, say: Say) -> l
     )
     if not pairs:
         raise UserError(
-            f"no chunk of {options.index} may be used: every note it holds is the source of an "
+            f"no chunk of {options.index} may be used: every chunk it holds could answer an "
             "eval question (data/eval/qa.jsonl), held out so the eval stays fair; index your "
             "own notes with `bitrag ingest FOLDER --index DIR` and pass --index DIR"
         )

@@ -9,12 +9,17 @@ sentences, with TermWeights over the index's BM25, as agent/nodes.py `check` doe
 not an abstention (agent/reader.py `declined`). The student is trained on exactly the
 messages the teacher answered, so tuning practises the task the agent gives it.
 
-Held-out guarantee: a chunk whose note file is named in the `sources` of any eval question
-(data/eval/qa.jsonl, every split) is never shown to the teacher nor used for training. A
-chunk's source path matches an eval source when its trailing path parts equal that
-source's parts (eval sources are relative to the corpus folder, so a copy of a corpus note
-in another folder is held out too). A generated question equal to an eval question (case
-and spacing aside) is dropped as well.
+Held-out guarantee: a chunk that could answer an eval question (data/eval/qa.jsonl, every
+split) is never shown to the teacher nor used for training: a chunk of a note named in some
+question's `sources` is held out when it contains any of that question's keywords (any
+alternative of any keyword group, case aside: the words the eval scores an answer by), and
+the whole note is held out when such a question has no keywords. A chunk's source path
+matches an eval source when its trailing path parts equal that source's parts (eval sources
+are relative to the corpus folder, so a copy of a corpus note in another folder is matched
+too). The rest of an eval note stays usable: every sample note is some question's source,
+so holding out whole notes would leave nothing to tune on (on the sample index 191 of 332
+chunks are held out, 141 remain). A generated question equal to an eval question (case and
+spacing aside) is dropped as well.
 
 Chunks are taken in sorted chunk-id order, at most `limit` of them. Every chunk the teacher
 has read is appended to `<out>/pairs.jsonl` (kept or not, with the reason), keyed by the
@@ -72,25 +77,38 @@ class Pair:
 @dataclass(frozen=True)
 class Selection:
     chunks: list[Chunk]  # chosen, in chunk-id order
-    held_out: int  # chunks skipped because their note is an eval source
+    held_out: int  # chunks skipped because they could answer an eval question
     total: int  # chunks in the index
 
 
-def held_out_sources(questions: list[Question]) -> set[tuple[str, ...]]:
-    """The path parts of every note an eval question names as a source."""
-    return {Path(source).parts for q in questions for source in q.sources}
+def held_out_sources(questions: list[Question]) -> dict[tuple[str, ...], set[str] | None]:
+    """Per eval source note (its path parts): the keywords of the questions citing it,
+    lower-cased; None when one of them has no keywords (then the whole note is held out)."""
+    held: dict[tuple[str, ...], set[str] | None] = {}
+    for q in questions:
+        words = {alt.lower() for group in q.keywords for alt in group}
+        for source in q.sources:
+            parts = Path(source).parts
+            known = held.get(parts, set())
+            held[parts] = None if known is None or not words else known | words
+    return held
 
 
-def is_held_out(source: str, held: set[tuple[str, ...]]) -> bool:
-    parts = Path(source).parts
-    return any(len(h) <= len(parts) and parts[-len(h) :] == h for h in held if h)
+def is_held_out(chunk: Chunk, held: dict[tuple[str, ...], set[str] | None]) -> bool:
+    """Whether the chunk could answer an eval question (`held_out_sources`)."""
+    parts, text = Path(chunk.source).parts, chunk.text.lower()
+    for note, words in held.items():
+        if note and len(note) <= len(parts) and parts[-len(note) :] == note:
+            if words is None or any(word in text for word in words):
+                return True
+    return False
 
 
 def select_chunks(index: Index, questions: list[Question], limit: int | None) -> Selection:
-    """The index's chunks outside the eval's source notes, sorted by id, at most `limit`."""
+    """The index's chunks that could answer no eval question, sorted by id, at most `limit`."""
     held = held_out_sources(questions)
     ordered = sorted(index.chunks, key=lambda c: c.chunk_id)
-    free = [c for c in ordered if not is_held_out(c.source, held)]
+    free = [c for c in ordered if not is_held_out(c, held)]
     return Selection(free[:limit] if limit else free, len(ordered) - len(free), len(ordered))
 
 
@@ -159,7 +177,7 @@ def generate_pairs(
     selection = select_chunks(index, questions, limit)
     say(
         f"{len(selection.chunks)} chunk(s) chosen of {selection.total}; {selection.held_out} "
-        "held out (their notes are eval sources)"
+        "held out (they could answer an eval question)"
     )
     path = out / PAIRS_FILE
     known = cached_pairs(path)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from agent.runtime.llm import Messages
-from eval.quantize import captured_native_output
+from agent.runtime.native_log import captured_native_output
 from retrieval.errors import UserError
 from retrieval.threads import threads
 

@@ -23,8 +23,16 @@ from eval.dataset import load_questions
 from eval.lora import LoraConfig, LoraLinear, make_optimizer
 from eval.lora_gguf import open_with_adapter
 from eval.tune import Training, resume, save_checkpoint
-from eval.tune_data import PAIRS_FILE, check_answer, generate_pairs, select_chunks
+from eval.tune_data import (
+    PAIRS_FILE,
+    check_answer,
+    generate_pairs,
+    held_out_sources,
+    is_held_out,
+    select_chunks,
+)
 from eval.tune_tokens import student_examples
+from retrieval.chunking import Chunk
 from retrieval.store import Index, ingest, open_index
 
 # The 135M model answers "What is the purpose of X?" in the note's own words when the note
@@ -36,8 +44,9 @@ NOTES = {
     "b-ferry.md": (
         "# Harbor ferry\n\nThe purpose of the harbor ferry is to carry bicycles to Gull Island.\n"
     ),
-    # The name of an eval question's source note (data/eval/qa.jsonl): never used.
-    "lora-qlora.md": "# LoRA\n\nThe purpose of LoRA is to train two small matrices.\n",
+    # An eval question's source note (data/eval/qa.jsonl) stating its keyword (core-004's
+    # 4,194,304): never used.
+    "lora-qlora.md": "# LoRA\n\nThe purpose of LoRA rank 8 on q and v is 4,194,304 weights.\n",
 }
 HELD_OUT = "lora-qlora.md"
 
@@ -216,14 +225,24 @@ def test_a_checkpoint_resumes_only_the_same_run(tmp_path: Path):
     assert "starting over" in said[1] and "unreadable" in said[2], said
 
 
-def test_an_index_of_eval_notes_only_is_refused_with_one_line(run, tmp_path: Path):
-    """The sample corpus is such an index: every note of it is an eval question's source."""
+def test_only_the_chunks_that_could_answer_an_eval_question_are_held_out():
+    held = held_out_sources(load_questions())
+
+    def chunk(source: str, text: str) -> Chunk:
+        return Chunk(f"{source}#0", source, "LoRA", None, text, 0, len(text), "en")
+
+    assert is_held_out(chunk("corpus/lora-qlora.md", "Rank 8 trains 4,194,304 weights."), held)
+    assert not is_held_out(chunk("corpus/lora-qlora.md", "LoRA freezes W."), held)
+    assert not is_held_out(chunk("mine/lamp.md", "It trains 4,194,304 weights."), held)
+
+
+def test_an_index_of_eval_answers_only_is_refused_with_one_line(run, tmp_path: Path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / HELD_OUT).write_text(NOTES[HELD_OUT], encoding="utf-8")
     ingest([tmp_path / "notes"], tmp_path / "index")
     result = run("tune", "--index", str(tmp_path / "index"), "--out", str(tmp_path / "out"))
     assert result.exit_code != 0
-    assert "every note it holds is the source of an eval question" in result.stderr
+    assert "every chunk it holds could answer an eval question" in result.stderr
     assert not (tmp_path / "out" / "adapter.gguf").exists()
 
 
