@@ -25,7 +25,8 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from agent.evidence import TermWeights
 from agent.graph import Agent
-from agent.runtime.llm import load_llm
+from agent.runtime.adapter import check_adapter
+from agent.runtime.llm import load_llm, refuse_server_lora
 from agent.runtime.model_file import checked_model
 from agent.runtime.models import EMBEDDED_LANGUAGES
 from agent.runtime.registry import load_entries
@@ -201,13 +202,18 @@ def make_agent(
     llm_url: str | None = None,
     session: str | None = None,
     extra_tools: list[BaseTool] | None = None,
+    lora: str | None = None,
 ) -> Agent:
-    """`extra_tools`: tools beside the local ones, e.g. MCP servers' (mcp_servers.client)."""
+    """`extra_tools`: tools beside the local ones, e.g. MCP servers' (mcp_servers.client);
+    `lora`: a LoRA adapter GGUF applied to the local model."""
+    refuse_server_lora(llm_url or os.environ.get("BITRAG_LLM_URL"), lora)
     if not llm_url:
-        checked_model(model)  # a bad model file is named now, not when first needed
+        info = checked_model(model)  # a bad model file is named now, not when first needed
+        if lora:
+            check_adapter(Path(lora).expanduser(), info.path)  # and so is a bad adapter
     context = Context(
         index=index,
-        load_llm=lambda: load_llm(model, llm_url),
+        load_llm=lambda: load_llm(model, llm_url, lora),
         weights=TermWeights(index.bm25),
         model_languages=model_languages(model, llm_url),
         reader=reader_on(model, llm_url),

@@ -38,16 +38,19 @@ class Chat:
     session: str | None
     echo: Callable[[str], None]
     tools: list = field(default_factory=list)  # MCP tools, started once for the whole chat
+    lora: str | None = None  # a LoRA adapter GGUF on the model (not kept by /model)
     agent: Agent = field(init=False)
     thread: str = field(init=False)
     last: dict | None = None
 
     def __post_init__(self) -> None:
-        self.agent = self._agent(self.model, self.llm_url, self.session)
+        self.agent = self._agent(self.model, self.llm_url, self.session, self.lora)
         self.thread = self.session or f"chat-{uuid.uuid4().hex[:8]}"
 
-    def _agent(self, model: str | None, llm_url: str | None, session: str | None) -> Agent:
-        return make_agent(self.index, model, llm_url, session, self.tools)
+    def _agent(
+        self, model: str | None, llm_url: str | None, session: str | None, lora: str | None
+    ) -> Agent:
+        return make_agent(self.index, model, llm_url, session, self.tools, lora)
 
     def ask(self, question: str, write: Callable[[str], None]) -> None:
         """The evidence as soon as it is chosen, then the answer streamed under it."""
@@ -73,12 +76,12 @@ class Chat:
             self.agent.context.retriever = arg
             self.echo(f"retriever: {arg}")
         elif name == "model" and arg:
-            self.agent = self._agent(arg, None, self.session)
-            self.model = arg
+            self.agent = self._agent(arg, None, self.session, None)  # an adapter fits one model
+            self.model, self.lora = arg, None
             self.echo(f"model: {self.agent.context.llm.name}")
         elif name == "session" and arg:
             self.session = self.thread = arg
-            self.agent = self._agent(self.model, self.llm_url, arg)
+            self.agent = self._agent(self.model, self.llm_url, arg, self.lora)
             self.echo(f"session: {arg}")
         elif name == "new":
             self.thread = f"chat-{uuid.uuid4().hex[:8]}"

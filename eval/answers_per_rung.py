@@ -182,6 +182,44 @@ def rung_agent(
     return Agent(context, session_store(None))
 
 
+def rung_row(
+    rung: dict,
+    adapter: dict | None,
+    index: RecordedIndex,
+    questions: list[Question],
+    settings: dict,
+    cache: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
+    """One rung's answers (`run_row`), its model loaded only if some are not cached, with the
+    LoRA `adapter` (eval/lora_eval.py's record) applied when given. `settings`: `languages`,
+    `reader` and the cache keys of the questions and index (`keys`)."""
+    from agent.runtime.llm import LocalLLM
+
+    languages, reader = settings["languages"], settings["reader"]
+    lora = {"lora": adapter["sha256"]} if adapter else {}
+    name = eval_cache.key(
+        what="answers",
+        row=rung["sha256"],
+        languages=sorted(languages or []),
+        reader=reader,
+        **lora,
+        **settings["keys"],
+    )
+    held: list[LocalLLM] = []
+
+    def make() -> Agent:
+        path = Path(adapter["path"]) if adapter else None
+        held.append(LocalLLM(Path(rung["path"]), adapter=path))
+        return rung_agent(index, held[0], languages, reader)
+
+    try:
+        return run_row(make, questions, cache / f"answers-{name}.jsonl", progress)
+    finally:
+        for llm in held:
+            llm._llama.close()
+
+
 def _matches(source: str, wanted: str) -> bool:
     path = Path(source).as_posix()
     return path == wanted or path.endswith("/" + wanted) or Path(source).name == wanted

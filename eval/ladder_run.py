@@ -1,7 +1,8 @@
 """`bitrag eval`: accuracy versus bit-width on the user's own documents, start to finish.
 
     1. check the rungs (eval/rung_plan.py: types, imatrix-only ones refused without
-       --imatrix, calibrations, prune settings), the source model, the dataset, the index,
+       --imatrix, calibrations, prune settings), the source model, the dataset, a --lora
+       adapter (its file, and its student: the source), the index,
        and warn of each source a question names that the index does not hold (report.md
        lists them too);
     2. sample held-out tokens from the indexed chunk text (seeded); compute each --imatrix
@@ -11,7 +12,8 @@
        the top rung (the unpruned rung with the most bits per weight, which writes the
        reference log-probs), per-token KLD kept for the calibrated rungs' paired differences;
     4. answer the questions through the agent graph: the evidence-only row first (it fills
-       the recorded retrieval), then every rung over the same hits;
+       the recorded retrieval), then every rung over the same hits, each followed by its
+       twin with the --lora adapter applied (eval/lora_eval.py; the adapter is checked in 1);
     5. paired bootstrap intervals, recommendation, results.json, report.md, the plot.
 
 Everything is cached under --out/cache by what it depends on (eval/eval_cache.py), so an
@@ -53,6 +55,7 @@ class Options:
     imatrix: list[str] | None = None  # calibrations (eval/rung_plan.py), None: none
     prune: list[str] | None = None  # prune settings: N layers or P%
     prune_rule: str = "measured"  # which layers go first (eval/prune_order.py)
+    lora: str | None = None  # a LoRA adapter GGUF of the source: every rung again with it
 
 
 class Progress:
@@ -214,21 +217,22 @@ def answer_rows(
     rungs,
     questions,
     index,
-    languages,
-    reader: bool,
-    keys: dict,
+    settings: dict,
     cache: Path,
     progress: Callable[[str], None],
+    lora: dict | None = None,
 ) -> dict[str, list[dict]]:
-    """Records per row: evidence-only first (it fills the recorded retrieval), then rungs."""
-    from agent.runtime.llm import LocalLLM
-    from eval.answers_per_rung import evidence_agent, run_row, rung_agent
+    """Records per row: evidence-only first (it fills the recorded retrieval), then rungs,
+    each followed by its twin with the LoRA adapter (`lora`) where it has one (eval/lora_eval.py).
+    `settings`: `languages`, `reader` and the cache `keys` of the questions and index."""
+    from eval.answers_per_rung import evidence_agent, run_row, rung_row
+    from eval.lora_eval import adapted, lora_label
 
     def counter(label: str):
         return lambda done, total: progress(f"answers {label}: {done}/{total}")
 
     rows: dict[str, list[dict]] = {}
-    name = eval_cache.key(what="answers", row="evidence", **keys)
+    name = eval_cache.key(what="answers", row="evidence", **settings["keys"])
     rows["evidence"] = run_row(
         lambda: evidence_agent(index),
         questions,
@@ -236,24 +240,11 @@ def answer_rows(
         counter("evidence"),
     )
     for rung in rungs:
-        name = eval_cache.key(
-            what="answers",
-            row=rung["sha256"],
-            languages=sorted(languages or []),
-            reader=reader,
-            **keys,
-        )
-        held: list = []
-
-        def make(rung=rung, held=held):
-            held.append(LocalLLM(Path(rung["path"])))
-            return rung_agent(index, held[0], languages, reader)
-
-        rows[rung["type"]] = run_row(
-            make, questions, cache / f"answers-{name}.jsonl", counter(rung["type"])
-        )
-        for llm in held:
-            llm._llama.close()
+        label = rung["type"]
+        rows[label] = rung_row(rung, None, index, questions, settings, cache, counter(label))
+        if lora and adapted(rung):
+            label = lora_label(rung["type"])
+            rows[label] = rung_row(rung, lora, index, questions, settings, cache, counter(label))
     return rows
 
 
@@ -275,7 +266,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
     """Run (or resume) the whole eval and write results.json, report.md, accuracy_vs_bits.png."""
     from agent.assemble import model_languages, reader_on
     from eval import answers_per_rung as apr
-    from eval import calibrated, prune_order, rung_plan
+    from eval import calibrated, lora_eval, prune_order, rung_plan
     from eval import results as results_file
     from eval.divergence import n_scored
     from eval.quantize import check_out_dir
@@ -287,6 +278,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
     questions = question_set.select(
         question_set.load(opts.dataset), opts.split, opts.limit, opts.dataset
     )
+    lora = lora_eval.check(opts.lora, opts.source) if opts.lora else None
     out = opts.out
     check_out_dir(out)
     cache, models = out / "cache", out / "models"
@@ -329,7 +321,8 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
             "index": manifest,
         }
         reader = reader_on(opts.source, None)
-        rows = answer_rows(rungs, questions, index, languages, reader, keys, cache, say)
+        answering = {"languages": languages, "reader": reader, "keys": keys}
+        rows = answer_rows(rungs, questions, index, answering, cache, say, lora)
     say("scoring")
     results = results_file.assemble(
         opts=opts,
@@ -360,6 +353,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
             "divergence_chunks": held_out,
         },
         seconds=time.time() - started,
+        lora=lora,
     )
     results["missing_sources"] = missing
     results["calibrations"] = calibrated.summary(matrices)

@@ -12,7 +12,8 @@ transformers un-permutes them when loading (its LlamaTensorProcessor), so B's ro
 k deltas are permuted back here before export. v and the other projections are not permuted.
 
 `open_with_adapter` checks the file in Python first (llama.cpp aborts the process on a
-metadata value of the wrong type) and turns llama.cpp's refusal into one UserError line.
+metadata value of the wrong type) and turns llama.cpp's refusal into one UserError line; the
+check and the load live in agent/runtime/adapter.py, which `bitrag ask --lora` uses too.
 """
 
 import json
@@ -21,27 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import (
-    MODEL_ARCH_NAMES,
-    GGMLQuantizationType,
-    GGUFReader,
-    GGUFValueType,
-    GGUFWriter,
-    Keys,
-    get_tensor_name_map,
-)
+from gguf import MODEL_ARCH_NAMES, GGUFWriter, Keys, get_tensor_name_map
 
+from agent.runtime.adapter import A_SUFFIX, B_SUFFIX, apply_adapter, check_adapter
 from agent.runtime.gguf_header import HeaderError, read_header
 from eval.lora import LoraConfig, LoraLinear
-from eval.quantize import captured_native_output, failure_reason
 from retrieval.errors import UserError
 from retrieval.hashing import sha256_of
 
 # GGUF architectures whose attn_q/attn_k rows transformers un-permutes on load (and
 # convert_hf_to_gguf.py permutes on conversion): the adapter's q/k deltas are permuted back.
 PERMUTED_ARCHITECTURES = frozenset({"llama"})
-FLOAT_TYPES = (GGMLQuantizationType.F32, GGMLQuantizationType.F16)
-A_SUFFIX, B_SUFFIX = ".lora_a", ".lora_b"
 
 
 @dataclass(frozen=True)
@@ -160,64 +151,10 @@ def write_sidecar(
     return path
 
 
-def check_adapter(adapter: Path, base: Path) -> int:
-    """Refuse, with one line, a file llama.cpp would reject or crash on; the adapted tensors'
-    count otherwise. Tensor names and shapes against the base are llama.cpp's to check."""
-    if not adapter.is_file():
-        raise UserError(f"LoRA adapter not found: {adapter}")
-    try:
-        header = read_header(adapter)
-    except (HeaderError, OSError, ValueError) as exc:
-        raise UserError(f"LoRA adapter {adapter} is not a readable GGUF file ({exc})") from None
-    size = adapter.stat().st_size
-    if size < header.data_end:
-        raise UserError(
-            f"LoRA adapter {adapter} is truncated: {size} bytes, its tensors need {header.data_end}"
-        )
-    for key, value in ((Keys.General.TYPE, "adapter"), (Keys.Adapter.TYPE, "lora")):
-        if header.metadata.get(key) != value:
-            raise UserError(f"{adapter} is not a LoRA adapter GGUF: {key} is not {value!r}")
-    arch, wanted = header.metadata.get(Keys.General.ARCHITECTURE), base_shape(base).architecture
-    if arch != wanted:
-        raise UserError(
-            f"LoRA adapter {adapter} is for architecture {arch!r}, the base model {base.name} "
-            f"is {wanted!r}"
-        )
-    reader = GGUFReader(adapter)
-    alpha = reader.get_field(Keys.Adapter.LORA_ALPHA)
-    if alpha is not None and alpha.types != [GGUFValueType.FLOAT32]:
-        raise UserError(f"LoRA adapter {adapter}: {Keys.Adapter.LORA_ALPHA} is not a float32")
-    return _check_pairs(adapter, reader)
-
-
-def _check_pairs(adapter: Path, reader: GGUFReader) -> int:
-    parts: dict[str, dict[str, tuple[int, ...]]] = {}
-    for tensor in reader.tensors:
-        if tensor.tensor_type not in FLOAT_TYPES:
-            raise UserError(f"LoRA adapter {adapter}: tensor {tensor.name} is not F32 or F16")
-        for suffix in (A_SUFFIX, B_SUFFIX):
-            if tensor.name.endswith(suffix):
-                base_name = tensor.name.removesuffix(suffix)
-                parts.setdefault(base_name, {})[suffix] = tuple(int(n) for n in tensor.shape)
-    for name, pair in parts.items():
-        if len(pair) != 2:
-            raise UserError(f"LoRA adapter {adapter}: {name} lacks its lora_a or lora_b tensor")
-        if pair[A_SUFFIX][1] != pair[B_SUFFIX][0]:  # ggml order: A [in, rank], B [rank, out]
-            raise UserError(f"LoRA adapter {adapter}: the ranks of {name}'s A and B differ")
-    if not parts:
-        raise UserError(f"LoRA adapter {adapter} holds no lora_a/lora_b tensors")
-    return len(parts)
-
-
 def open_with_adapter(base: Path, adapter: Path, n_ctx: int = 512, scale: float = 1.0, **kwargs):
-    """A llama_cpp.Llama on `base` with the adapter applied at `scale`; one UserError line if
-    llama.cpp refuses the pair (wrong base model, mismatched shapes). kwargs go to Llama.
-
-    Not Llama(lora_path=...): llama-cpp-python 0.3.36 tests the adapter pointer with `is None`,
-    which a NULL ctypes pointer is not, so a refused adapter is applied anyway and the first
-    decode segfaults. The model frees its adapters when it is freed (llama.h)."""
-    import ctypes
-
+    """A llama_cpp.Llama on `base` with the adapter applied at `scale` (agent/runtime/adapter.py:
+    checked in Python first, then llama.cpp's own load); one UserError line if the file or
+    llama.cpp refuses the pair (wrong base model, mismatched shapes). kwargs go to Llama."""
     import llama_cpp
 
     check_adapter(adapter, base)
@@ -225,14 +162,9 @@ def open_with_adapter(base: Path, adapter: Path, n_ctx: int = 512, scale: float 
         llm = llama_cpp.Llama(model_path=str(base), n_ctx=n_ctx, verbose=False, **kwargs)
     except ValueError:
         raise UserError(f"llama.cpp cannot load the base model {base}") from None
-    with captured_native_output() as log:
-        loaded = llama_cpp.llama_adapter_lora_init(llm.model, str(adapter).encode())
-        reason = "" if loaded else failure_reason(log).partition(": ")[2]  # no C function name
-    if reason:
+    try:
+        apply_adapter(llm, adapter, scale)
+    except UserError:
         llm.close()
-        raise UserError(f"llama.cpp refused the LoRA adapter {adapter}: {reason}")
-    adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(loaded)
-    if llama_cpp.llama_set_adapters_lora(llm.ctx, adapters, 1, (ctypes.c_float * 1)(scale)):
-        llm.close()
-        raise UserError(f"llama.cpp could not apply the LoRA adapter {adapter}")
+        raise
     return llm

@@ -59,10 +59,15 @@ def interval(reps: np.ndarray) -> list[float] | None:
 
 
 def summarize_rows(
-    rows: dict[str, list[dict]], top: str | None, floor: str, modes: list[str]
+    rows: dict[str, list[dict]],
+    top: str | None,
+    floor: str,
+    modes: list[str],
+    bases: dict[str, str] | None = None,
 ) -> dict[str, dict]:
     """Per row and measure: value and ci95; per rung also the paired difference (and its
-    interval) against the `top` row and the `floor` (evidence-only) row."""
+    interval) against the `top` row and the `floor` (evidence-only) row, and for a row named
+    in `bases` (a rung with a LoRA adapter) against its base row, as `vs_base`."""
     n = len(next(iter(rows.values())))
     idx = draws(n)
     out: dict[str, dict] = {}
@@ -78,8 +83,9 @@ def summarize_rows(
                 "n": int(den.sum()),
             }
     for name in rows:
+        base = (bases or {}).get(name)
         for measure in COMPARED:
-            for other, label in ((top, "vs_top"), (floor, "vs_evidence")):
+            for other, label in ((top, "vs_top"), (floor, "vs_evidence"), (base, "vs_base")):
                 a, b = out[name][measure]["value"], out.get(other, {}).get(measure, {}).get("value")
                 if other is None or other == name or a is None or b is None:
                     continue

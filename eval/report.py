@@ -158,6 +158,7 @@ def markdown(r: dict) -> str:
         ],
     )
     lines += _decisions(r)
+    lines += _lora(r)
     ret = r["retrieval"]
     lines += ["", f"## Retrieval (once, {ret['retriever']}, {ret['n']} answerable questions)", ""]
     measures = [m for m in ("hit@1", "hit@5", "recall@5", "mrr@10", "ndcg@10") if m in ret]
@@ -269,6 +270,12 @@ def _decisions(r: dict) -> list[str]:
     return ["", "## The reader's decisions per rung (95% intervals)", "", intro, ""] + _table(
         head, rows
     )
+
+
+def _lora(r: dict) -> list[str]:
+    from eval.lora_eval import markdown as lora_markdown  # it uses this module's tables
+
+    return lora_markdown(r)
 
 
 def _missing_sources(r: dict) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval import lora_eval
 from eval.answers_per_rung import same_evidence, score
 from eval.dataset import Question
 from eval.paired_bootstrap import REPLICATES, SEED, draws, summarize_rows
@@ -164,11 +165,23 @@ def _strip(record: dict) -> dict:
 
 
 def assemble(
-    opts, source, rungs, questions: list[Question], rows, retrieval, index, settings, seconds
+    opts,
+    source,
+    rungs,
+    questions: list[Question],
+    rows,
+    retrieval,
+    index,
+    settings,
+    seconds,
+    lora: dict | None = None,
 ) -> dict:
+    """The results object; `lora`: the adapter's record (eval/lora_eval.py) when `rows` hold
+    its rows, each summarized against its base rung too."""
     by_id = {row: {r["id"]: r for r in records} for row, records in rows.items()}
     scores = {row: [score(by_id[row][q.id], q) for q in questions] for row in rows}
-    answers = summarize_rows(scores, rungs[0]["type"], "evidence", MODES)
+    bases = lora_eval.bases(rungs, rows)
+    answers = summarize_rows(scores, rungs[0]["type"], "evidence", MODES, bases)
     for rung in rungs:
         records = rows[rung["type"]]
         rung["answers"] = answers[rung["type"]]
@@ -203,6 +216,7 @@ def assemble(
         },
         "rungs": rungs,
         "recommendation": recommend(rungs, answers, label),
+        "lora": lora_eval.summary(lora, rungs, rows, answers) if lora else None,
         "caveats": caveats(source, rungs, settings, questions),
         "questions": [
             {

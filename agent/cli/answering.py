@@ -12,6 +12,7 @@ from retrieval.tokenize import has_hangul, preload_kiwi
 SESSION_HELP = "Conversation name: follow-ups resolve against it, also after a restart."
 MCP_CONFIG_HELP = "mcp.json of MCP servers whose tools the agent may use "
 MCP_CONFIG_HELP += "(default: $BITRAG_HOME/mcp.json when it exists)."
+LORA_HELP = "LoRA adapter GGUF (from `bitrag tune`) applied to the local model."
 
 
 def _mcp_tools(mcp_config: str | None):
@@ -33,6 +34,7 @@ def _mcp_tools(mcp_config: str | None):
 @click.option("--index", help=INDEX_HELP)
 @click.option("--session", help=SESSION_HELP)
 @click.option("--mcp-config", help=MCP_CONFIG_HELP)
+@click.option("--lora", help=LORA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ask(
     question: str,
@@ -41,6 +43,7 @@ def ask(
     index: str | None,
     session: str | None,
     mcp_config: str | None,
+    lora: str | None,
     as_json: bool,
 ) -> None:
     """Answer QUESTION from the indexed documents, quoting and citing them."""
@@ -54,7 +57,7 @@ def ask(
     toolbox = _mcp_tools(mcp_config)
     try:
         tools = toolbox.tools if toolbox else []
-        agent = make_agent(open_default(index), model, llm_url, session, tools)
+        agent = make_agent(open_default(index), model, llm_url, session, tools, lora)
         if as_json:
             print_json(agent.ask(question, session or "default"))
             return
@@ -79,12 +82,14 @@ def _write(text: str) -> None:
 @click.option("--index", help=INDEX_HELP)
 @click.option("--session", help=SESSION_HELP)
 @click.option("--mcp-config", help=MCP_CONFIG_HELP)
+@click.option("--lora", help=LORA_HELP)
 def chat(
     model: str | None,
     llm_url: str | None,
     index: str | None,
     session: str | None,
     mcp_config: str | None,
+    lora: str | None,
 ) -> None:
     """Talk with your notes: evidence first, the answer streams under it (/help inside)."""
     from agent.chat import Chat, run_chat
@@ -94,7 +99,8 @@ def chat(
     toolbox = _mcp_tools(mcp_config)
     try:
         tools = toolbox.tools if toolbox else []
-        run_chat(Chat(open_default(index), model, llm_url, session, click.echo, tools), _write)
+        opened = open_default(index)
+        run_chat(Chat(opened, model, llm_url, session, click.echo, tools, lora), _write)
     finally:
         if toolbox:
             toolbox.close()

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from agent.cli.common import print_json
+from retrieval.errors import UserError
 
 IMATRIX_HELP = (
     "Calibrated rungs too, comma-separated: notes (the index's notes, minus the divergence "
@@ -12,6 +13,10 @@ IMATRIX_HELP = (
     "Q2_K_S, IQ2_XXS..."
 )
 PRUNE_HELP = "Pruned rungs too, comma-separated: N layers or P% of the source's layers."
+LORA_HELP = (
+    "A LoRA adapter of the source (`bitrag tune`'s adapter.gguf, its adapter.json beside it): "
+    "every rung answers again with it, as TYPE+lora."
+)
 
 
 def _items(text: str | None) -> list[str] | None:
@@ -48,6 +53,7 @@ def _items(text: str | None) -> list[str] | None:
     help="Which layers --prune removes: those whose removal alone changes the model least on "
     "your notes, or the blocks just before the last.",
 )
+@click.option("--lora", help=LORA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
 def eval_cmd(
     source,
@@ -61,6 +67,7 @@ def eval_cmd(
     imatrix,
     prune,
     prune_rule,
+    lora,
     as_json,
 ) -> None:
     """Accuracy versus bit-width on your documents: report.md, results.json, a plot."""
@@ -69,6 +76,8 @@ def eval_cmd(
 
     sources = named_sources(source)  # several are checked here, before any work
     several = sources if len(sources) > 1 else None
+    if several and lora:
+        raise UserError("--lora takes one --source: the model the adapter was trained on")
     opts = Options(
         source=sources[0][1],
         split=split,
@@ -79,6 +88,7 @@ def eval_cmd(
         imatrix=_items(imatrix),
         prune=_items(prune),
         prune_rule=prune_rule,
+        lora=lora,
     )
     if types is not None:
         opts.types = [t.strip() for t in types.split(",") if t.strip()]

@@ -6,7 +6,8 @@ JSON-schema-constrained chat and token counting. Generation is deterministic:
 temperature 0 and a fixed seed. One in-process model serves every caller; a lock
 serializes calls (a llama.cpp context cannot decode two sequences at once), so
 concurrent requests queue instead of crashing or interleaving. The in-process model also
-reads llama.cpp's logits for a one-token choice and its count of evaluated tokens.
+reads llama.cpp's logits for a one-token choice and its count of evaluated tokens, and may
+carry a LoRA adapter (--lora, agent/runtime/adapter.py); a server cannot take one.
 """
 
 import os
@@ -16,8 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
+from agent.runtime.adapter import apply_adapter, check_adapter
 from agent.runtime.model_file import checked_model
 from retrieval.errors import UserError
+from retrieval.hashing import sha256_of
 from retrieval.threads import threads
 
 N_CTX = 2048
@@ -61,12 +64,15 @@ def response_format(schema: dict | None) -> dict | None:
 
 
 class LocalLLM:
-    """A GGUF model in llama-cpp-python; the chat template comes from the GGUF metadata."""
+    """A GGUF model in llama-cpp-python, with a LoRA `adapter` GGUF applied when given; the chat
+    template comes from the GGUF metadata."""
 
-    def __init__(self, path: Path, n_ctx: int = N_CTX) -> None:
+    def __init__(self, path: Path, n_ctx: int = N_CTX, adapter: Path | None = None) -> None:
         from llama_cpp import Llama
 
-        self.name = path.name
+        if adapter is not None:
+            check_adapter(adapter, path)  # before llama.cpp reads a file it may crash on
+        self.name = f"{path.name}+{adapter.name}" if adapter else path.name
         self.n_ctx = n_ctx
         self._lock = threading.Lock()
         self.threads = threads()
@@ -84,6 +90,15 @@ class LocalLLM:
                 f"llama.cpp cannot load the model file {path} (damaged, or an architecture "
                 "it does not know): pass --model PATH to another GGUF"
             ) from None
+        if adapter is not None:
+            self._adapt(adapter)
+
+    def _adapt(self, adapter: Path) -> None:
+        try:
+            apply_adapter(self._llama, adapter)
+        except UserError:
+            self._llama.close()
+            raise
 
     def _fit_threads(self) -> None:
         """Follow the machine's load: fewer threads while other jobs hold cores."""
@@ -156,16 +171,34 @@ class LocalLLM:
 
 
 @lru_cache(maxsize=2)
-def _local(path: Path) -> LocalLLM:
-    return LocalLLM(path)
+def _local(path: Path, adapter: Path | None = None, adapter_sha256: str | None = None) -> LocalLLM:
+    """One model per (file, adapter file and its sha256): an adapter rewritten in place loads
+    anew, and each adapter gets its own copy of the base."""
+    return LocalLLM(path, adapter=adapter)
 
 
-def load_llm(model: str | None = None, url: str | None = None) -> LLM:
-    """--llm-url / BITRAG_LLM_URL selects a server; otherwise the checked local model,
-    loaded once per process (see agent.runtime.model_file)."""
+def refuse_server_lora(url: str | None, lora: str | None) -> None:
+    """A server's model is its own: an adapter can only go on a model bitrag loads."""
+    if url and lora:
+        raise UserError(
+            f"--lora applies to a local model, not to the server at {url}: load the adapter "
+            "in the server, or drop --llm-url (and BITRAG_LLM_URL) to run the model here"
+        )
+
+
+def load_llm(model: str | None = None, url: str | None = None, lora: str | None = None) -> LLM:
+    """--llm-url / BITRAG_LLM_URL selects a server; otherwise the checked local model, with the
+    LoRA adapter file `lora` applied when given, loaded once per process (see
+    agent.runtime.model_file)."""
     url = url or os.environ.get("BITRAG_LLM_URL")
+    refuse_server_lora(url, lora)
     if url:
         from agent.runtime.remote import RemoteLLM
 
         return RemoteLLM(url)
-    return _local(checked_model(model).path)
+    path = checked_model(model).path
+    if lora is None:
+        return _local(path)
+    adapter = Path(lora).expanduser().resolve()
+    check_adapter(adapter, path)
+    return _local(path, adapter, sha256_of(adapter))
