@@ -192,9 +192,10 @@ def _assert_adapter_changes_the_student(model_path: Path, adapter: Path) -> None
     try:
         prompt = plain.tokenize(b"The purpose of the reading lamp is", add_bos=False)
         logits = []
-        for llm in (plain, adapted):
+        for llm in (plain, adapted):  # llm.scores stays unwritten without logits_all
             llm.eval(prompt)
-            logits.append(np.array(llm.scores[len(prompt) - 1]))
+            pointer = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+            logits.append(np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).copy())
     finally:
         plain.close()
         adapted.close()
