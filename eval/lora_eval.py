@@ -16,7 +16,7 @@ from pathlib import Path
 from agent.runtime.adapter import check_adapter
 from agent.runtime.model_file import checked_model
 from eval.answers_per_rung import same_evidence
-from eval.report import _ci, _diff, _modes, _table
+from eval.report import ci_text, diff_text, modes_text, table
 from retrieval.errors import UserError
 from retrieval.hashing import sha256_of
 
@@ -157,7 +157,7 @@ def markdown(r: dict) -> list[str]:
         m for m in DECISIONS_VS_BASE if any(x["answers"].get(m, {}).get("n") for x in lora["rows"])
     ]
     base = {x["type"]: x for x in r["rungs"]}
-    return lines + _table(
+    return lines + table(
         [
             "rung",
             "keyword hit [95%]",
@@ -173,14 +173,14 @@ def markdown(r: dict) -> list[str]:
         [
             [
                 x["base"],
-                _ci(base[x["base"]]["answers"]["keyword_hit"]),
-                _ci(a["keyword_hit"]),
-                _diff(a["keyword_hit"], "vs_base"),
-                _diff(a["token_f1"], "vs_base"),
-                *(_diff(a[m], "vs_base") for m in decided),
-                _diff(a["keyword_hit"], "vs_top"),
-                _diff(a["keyword_hit"], "vs_evidence"),
-                _modes(a),
+                ci_text(base[x["base"]]["answers"]["keyword_hit"]),
+                ci_text(a["keyword_hit"]),
+                diff_text(a["keyword_hit"], "vs_base"),
+                diff_text(a["token_f1"], "vs_base"),
+                *(diff_text(a[m], "vs_base") for m in decided),
+                diff_text(a["keyword_hit"], "vs_top"),
+                diff_text(a["keyword_hit"], "vs_evidence"),
+                modes_text(a),
                 x["measured"]["s_per_question"],
             ]
             for x in lora["rows"]

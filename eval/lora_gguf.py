@@ -131,9 +131,15 @@ def sidecar_path(adapter: Path) -> Path:
 
 
 def write_sidecar(
-    adapter: Path, student: Path, config: LoraConfig, steps: int, data_sha256: str
+    adapter: Path,
+    student: Path,
+    config: LoraConfig,
+    steps: int,
+    data_sha256: str,
+    train_seconds: float | None = None,
 ) -> Path:
-    """adapter.json beside the adapter: what it was trained from and how."""
+    """adapter.json beside the adapter: what it was trained from and how (and for how long,
+    in training steps' seconds over every resumed run, when known)."""
     record = {
         "adapter": adapter.name,
         "adapter_sha256": sha256_of(adapter),
@@ -145,6 +151,7 @@ def write_sidecar(
         "seed": config.seed,
         "steps": steps,
         "data_sha256": data_sha256,
+        "train_seconds": None if train_seconds is None else round(train_seconds, 1),
     }
     path = sidecar_path(adapter)
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

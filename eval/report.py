@@ -1,7 +1,7 @@
 """report.md: the eval's results as tables a person reads, from results.json's object."""
 
 
-def _ci(m: dict | None, digits: int = 3) -> str:
+def ci_text(m: dict | None, digits: int = 3) -> str:
     if not m or m.get("value") is None:
         return "–"
     ci = m.get("ci95")
@@ -9,7 +9,7 @@ def _ci(m: dict | None, digits: int = 3) -> str:
     return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else text
 
 
-def _diff(m: dict, key: str) -> str:
+def diff_text(m: dict, key: str) -> str:
     d = m.get(key)
     if not d:
         return "–"
@@ -17,12 +17,12 @@ def _diff(m: dict, key: str) -> str:
     return f"{d['diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else f"{d['diff']:+.3f}"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+def table(head: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def _modes(answers: dict) -> str:
+def modes_text(answers: dict) -> str:
     parts = []
     for key, m in answers.items():
         if key.startswith("mode=") and m["value"] is not None:
@@ -67,7 +67,7 @@ def markdown(r: dict) -> str:
             f"{m['prompt_tokens_per_s']} prompt tokens/s, peak RSS {m['peak_rss_mb']} MB.",
         ]
     lines += ["", "## Size and speed (one process per rung)", ""]
-    lines += _table(
+    lines += table(
         [
             "rung",
             *_variant_head(r),
@@ -95,7 +95,7 @@ def markdown(r: dict) -> str:
         ],
     )
     lines += ["", f"## Divergence from {top} ({r['top_rung_label']}) over the indexed text", ""]
-    lines += _table(
+    lines += table(
         [
             "rung",
             *_variant_head(r),
@@ -128,7 +128,7 @@ def markdown(r: dict) -> str:
     lines += ["", "## Answers through the agent graph (same retrieval for every row)", ""]
     rows = [("evidence-only (no model)", r["evidence_only"]["answers"], None)]
     rows += [(x["type"], x["answers"], x) for x in r["rungs"]]
-    lines += _table(
+    lines += table(
         [
             "row",
             "keyword hit [95%]",
@@ -144,14 +144,14 @@ def markdown(r: dict) -> str:
         [
             [
                 name,
-                _ci(a["keyword_hit"]),
-                _diff(a["keyword_hit"], "vs_top"),
-                _diff(a["keyword_hit"], "vs_evidence"),
-                _ci(a["token_f1"]),
-                _ci(a["answered"]),
-                _ci(a["abstained_unanswerable"]),
-                _ci(a["citation_precision"]),
-                _modes(a),
+                ci_text(a["keyword_hit"]),
+                diff_text(a["keyword_hit"], "vs_top"),
+                diff_text(a["keyword_hit"], "vs_evidence"),
+                ci_text(a["token_f1"]),
+                ci_text(a["answered"]),
+                ci_text(a["abstained_unanswerable"]),
+                ci_text(a["citation_precision"]),
+                modes_text(a),
                 (x or {"measured": r["evidence_only"]["measured"]})["measured"]["s_per_question"],
             ]
             for name, a, x in rows
@@ -162,7 +162,7 @@ def markdown(r: dict) -> str:
     ret = r["retrieval"]
     lines += ["", f"## Retrieval (once, {ret['retriever']}, {ret['n']} answerable questions)", ""]
     measures = [m for m in ("hit@1", "hit@5", "recall@5", "mrr@10", "ndcg@10") if m in ret]
-    lines += _table(measures, [[_ci(ret[m]) for m in measures]]) if measures else ["(none)"]
+    lines += table(measures, [[ci_text(ret[m]) for m in measures]]) if measures else ["(none)"]
     lines += _missing_sources(r)
     lines += ["", "## Caveats", ""] + [f"- {c}" for c in r["caveats"]]
     lines += ["", "Plot: accuracy_vs_bits.png. Numbers: results.json (schema in eval/README.md)."]
@@ -207,7 +207,7 @@ def _calibration(r: dict) -> list[str]:
     if not pairs:
         return [*lines, "", "No calibrated rung has an uncalibrated twin to compare with."]
     lines += ["", "Paired per-token KLD difference, calibrated minus uncalibrated (95%):", ""]
-    return lines + _table(
+    return lines + table(
         ["rung", "uncalibrated twin", "tokens", "mean KLD twin", "KLD difference [95%]"],
         [
             [
@@ -262,12 +262,12 @@ def _decisions(r: dict) -> list[str]:
         return []
     head = ["rung", *DECISION_COLUMNS.values(), "pick vs top"]
     rows = [
-        [x["type"], *(_ci(x["answers"].get(m)) for m in DECISION_COLUMNS)]
-        + [_diff(x["answers"]["pick_right"], "vs_top")]
+        [x["type"], *(ci_text(x["answers"].get(m)) for m in DECISION_COLUMNS)]
+        + [diff_text(x["answers"]["pick_right"], "vs_top")]
         for x in rungs
     ]
     intro = "The model reads the top passages and names the one that states the answer, or none."
-    return ["", "## The reader's decisions per rung (95% intervals)", "", intro, ""] + _table(
+    return ["", "## The reader's decisions per rung (95% intervals)", "", intro, ""] + table(
         head, rows
     )
 
@@ -317,7 +317,7 @@ def markdown_models(r: dict) -> str:
         f"## Every model's ladder (95% intervals; vs best: paired difference to {r['best']})",
         "",
     ]
-    lines += _table(
+    lines += table(
         [
             "model",
             "rung",
@@ -335,9 +335,9 @@ def markdown_models(r: dict) -> str:
                 x["type"],
                 f"{x['bits_per_weight']:.3f}",
                 f"{x['bytes'] / 1e6:.1f}",
-                _ci(x["answers"]["keyword_hit"]),
-                _diff(x["answers"]["keyword_hit"], "vs_top"),
-                *(_ci(x["answers"].get(m)) for m in decided),
+                ci_text(x["answers"]["keyword_hit"]),
+                diff_text(x["answers"]["keyword_hit"], "vs_top"),
+                *(ci_text(x["answers"].get(m)) for m in decided),
                 f"{x['divergence']['kld_mean']:.4f}",
                 x["measured"]["gen_tokens_per_s"],
             ]
@@ -346,7 +346,7 @@ def markdown_models(r: dict) -> str:
     )
     lines += [
         "",
-        f"Evidence-only (quoting the retrieved evidence, no model): keyword hit {_ci(floor)}.",
+        f"Evidence-only (quoting the retrieved evidence, no model): keyword hit {ci_text(floor)}.",
         "",
         "## Caveats",
         "",

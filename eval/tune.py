@@ -85,6 +85,7 @@ class Training:
     key: str
     step: int = 0
     losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # spent in training steps, over every resumed run
 
 
 def check_options(options: TuneOptions) -> None:
@@ -147,6 +148,7 @@ def save_checkpoint(path: Path, training: Training) -> None:
         "key": training.key,
         "step": training.step,
         "losses": training.losses,
+        "seconds": training.seconds,
         "lora": {n: (m.lora_a.detach(), m.lora_b.detach()) for n, m in training.layers.items()},
         "optimizer": training.optimizer.state_dict(),
     }
@@ -173,6 +175,7 @@ def resume(path: Path, training: Training, say: Say) -> None:
             training.layers[name].lora_b.copy_(b)
     training.optimizer.load_state_dict(state["optimizer"])
     training.step, training.losses = state["step"], list(state["losses"])
+    training.seconds = float(state.get("seconds", 0.0))
     say(f"resumed from checkpoint {path} at step {training.step}")
 
 
@@ -209,6 +212,7 @@ def train(
         took = time.perf_counter() - start
         training.step += 1
         training.losses.append(loss.total)
+        training.seconds += took
         save_checkpoint(checkpoint, training)
         read = int(batch.attention_mask.sum())
         tokens, seconds = tokens + read, seconds + took
@@ -264,7 +268,7 @@ def tune(options: TuneOptions, say: Say) -> dict:
         say(f"the checkpoint is at step {resumed}, --steps is {options.steps}: nothing to train")
     tokens, seconds = train(model, training, examples, rows, options.steps, checkpoint, say)
     adapter = export_adapter(layers, config, student, options.out / ADAPTER)
-    write_sidecar(adapter, student, config, training.step, data)
+    write_sidecar(adapter, student, config, training.step, data, training.seconds)
     losses = training.losses
     return {
         "student": str(student),

@@ -171,6 +171,7 @@ def test_tune_trains_exports_an_adapter_llama_cpp_applies_and_resumes(
     adapter = out / "adapter.gguf"
     sidecar = json.loads((out / "adapter.json").read_text(encoding="utf-8"))
     assert (sidecar["steps"], sidecar["rank"], sidecar["alpha"]) == (3, 8, 16.0)
+    assert sidecar["train_seconds"] > 0
     _assert_adapter_changes_the_student(model_path, adapter)
 
     second = run(*args, "--steps", "5", "--json")
@@ -182,7 +183,9 @@ def test_tune_trains_exports_an_adapter_llama_cpp_applies_and_resumes(
     assert (summary["steps"], summary["resumed_from"]) == (5, 3)
     assert summary["loss_first"] == pytest.approx(steps[0][1], abs=1e-4)
     assert summary["adapter_bytes"] == adapter.stat().st_size
-    assert json.loads((out / "adapter.json").read_text(encoding="utf-8"))["steps"] == 5
+    resumed = json.loads((out / "adapter.json").read_text(encoding="utf-8"))
+    assert resumed["steps"] == 5
+    assert resumed["train_seconds"] > sidecar["train_seconds"]  # counted over both runs
 
 
 def _assert_adapter_changes_the_student(model_path: Path, adapter: Path) -> None:
