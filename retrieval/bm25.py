@@ -32,6 +32,12 @@ class BM25:
         return self._idf
 
     @property
+    def saturation(self) -> sparse.csc_matrix:
+        """The stored statistic per chunk and term (chunks x terms, columns in `vocab` order):
+        tf*(k1+1) / (tf + k1*(1-b+b*len/avglen)); a chunk's score is its row times idf."""
+        return self._saturation
+
+    @property
     def n_chunks(self) -> int:
         return self._saturation.shape[0]
 
