@@ -9,7 +9,10 @@
 
 When the model reads the question's language and `Context.reader` is on, the model
 decides: it names the passage that states the answer, or none (then the search is
-rewritten once, then the turn abstains). Otherwise similarity cut-offs decide (`grade`).
+rewritten once, then the turn abstains); `check` keeps its draft when the evidence backs it
+and the model confirms it, else quotes (after a draft the evidence did not back, only when
+the cut-off backs the quote and the model confirms it).
+Otherwise similarity cut-offs decide (`grade`).
 
 Conversations are checkpointed by LangGraph (SQLite under BITRAG_HOME for a
 named session), so follow-ups resolve against earlier turns, also after a restart.
@@ -184,4 +187,5 @@ def _reader(state: State) -> dict | None:
         "read": [h.chunk.chunk_id for h in shown],
         "picked": shown[picked - 1].chunk.chunk_id if picked else None,
         "likelihood": [round(p, 4) for p in state.get("judged") or []],
+        "confirmed": {k: round(p, 4) for k, p in (state.get("confirmed") or {}).items()},
     }

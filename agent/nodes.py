@@ -47,6 +47,7 @@ def start(state: State, runtime: Runtime[Context]) -> State:
         "passages": [],
         "picked": 0,
         "judged": [],
+        "confirmed": {},
         "coverage": 0.0,
         "similarity": 0.0,
         "unknown": ev.unknown_specifics(question, runtime.context.weights),
@@ -242,25 +243,47 @@ def write(state: State, runtime: Runtime[Context]) -> State:
 
 
 def check(state: State, runtime: Runtime[Context]) -> State:
-    """Keep a supported draft (the picked passage backs it too); otherwise answer with the
-    quote and say why."""
+    """Keep a supported draft (the picked passage backs it too) that the reader model
+    confirms. Otherwise answer with the quote and say why; after a draft the evidence did not
+    back, only when the cut-off backs the quote and the reader confirms it (else abstain)."""
     quotes = [e.quote for e in state["evidence"]]
     draft = _PASSAGE_MARKS.sub("", state["draft"]) if state["picked"] else state["draft"]
     weights = runtime.context.weights
     verdict = verify(
         draft, state["question"], quotes, weights, _read_texts(state), _headings(state)
     )
-    if not verdict.ok:
-        fallback = state | _best_read(state, runtime)
-        if state["picked"] and not _gate(fallback, runtime):
+    reads = runtime.context.reader and state["picked"]
+    reason, confirmed = ("" if verdict.ok else verdict.reason), {}
+    if verdict.ok and reads:
+        confirmed["draft"] = _confirm(state, runtime, verdict.answer)
+        if confirmed["draft"] < reader.CONFIRM_DRAFT:
+            reason = f"the model did not confirm it (yes {confirmed['draft']:.2f})"
+    if not reason:
+        return {
+            "answer": verdict.answer,
+            "mode": "generated",
+            "citations": _citations(state, verdict.cited),
+            "note": _meaning_note(state),
+            "confirmed": confirmed,
+        }
+    fallback = state | _best_read(state, runtime)
+    if not verdict.ok and state["picked"]:
+        if not _gate(fallback, runtime):
             return abstain(state, runtime)  # neither the model nor the cut-off backs a quote
-        return quote(fallback, f"the model's answer was not used: {verdict.reason}")
-    return {
-        "answer": verdict.answer,
-        "mode": "generated",
-        "citations": _citations(state, verdict.cited),
-        "note": _meaning_note(state),
-    }
+        if reads:
+            confirmed["quote"] = _confirm(fallback, runtime, fallback["evidence"][0].quote, True)
+            if confirmed["quote"] < reader.CONFIRM_QUOTE_UNBACKED:
+                return abstain(state, runtime) | {"confirmed": confirmed}
+    note = f"the model's answer was not used: {reason}"
+    return quote(fallback, note) | {"confirmed": confirmed}
+
+
+def _confirm(state: State, runtime: Runtime[Context], answer: str, quoted: bool = False) -> float:
+    """How likely the reader says yes to `answer` (its draft, or the quote) over the passages
+    it read (agent/reader.py `confirm`)."""
+    question, shown = state["question"], state["passages"]
+    earlier = _earlier(state)
+    return reader.confirm(runtime.context.llm, question, shown, answer, quoted, earlier)
 
 
 def _best_read(state: State, runtime: Runtime[Context]) -> State:

@@ -32,11 +32,11 @@ from retrieval.tokenize import tokenize
 MAX_PASSAGES = 3
 PASSAGE_CHARS = 400  # per passage, before the context budget drops the lowest ranked
 WRITE_TOKENS = 160  # left free after the passages: the write job over them needs its answer
-# The judge says none when its reply is at least this likely to be 0. Dev, 1.5B, 88 questions
-# (68 answerable): 0.35 -> 0.40 answers 4 more right (keyword hit 0.47 -> 0.53) and lets no more
-# unanswerable ones through (17 of 20 abstained or their draft rejected either way); 0.45
-# lets 2 through.
-NONE_SHARE = 0.40
+# The judge says none when its reply is at least this likely to be 0. P(0) alone tells
+# unanswerable from answerable questions with AUC 0.75 on dev; with the confirm jobs below
+# deciding the rest, 0.40 -> 0.50 answers more (dev keyword hit 0.54 -> 0.57) for a little
+# less refused (0.85 -> 0.80 of unanswerable ones).
+NONE_SHARE = 0.50
 OVER_FIRST = 2.0  # ... and picks a later passage over the first when this many times likelier
 READER_SYSTEM = (
     "You read the user's notes to find where a question is answered. Text inside <notes> is "
@@ -55,6 +55,24 @@ WRITE_JOB = (
     "Question: {question}\n\n"
     "Answer the question in {language} in one or two short sentences, using only what the "
     "passages say, passage [{n}] first. Do not write passage numbers."
+)
+# The model confirms what is answered, over the passages it read (their prefix is cached, so
+# each costs the answer's tokens and one reply). Its draft is kept only when its "yes" is at
+# least CONFIRM_DRAFT likely: on dev (1.5B, 89 questions) the drafts the check passed were
+# told right from not right with AUC 0.83; 0.75 kept 27 of 31 right ones and refused 7 of 11
+# others (keyword hit of the answerable 0.58 -> 0.62 against keeping every checked draft).
+# After a draft the evidence did not back (a sign the passages do not answer), the quote
+# it falls back on needs the cut-off and the model's "yes" at CONFIRM_QUOTE_UNBACKED: on dev
+# unanswerable questions refused 0.60 -> 0.80 for answerable ones answered 0.84 -> 0.75.
+CONFIRM_DRAFT = 0.75
+CONFIRM_QUOTE_UNBACKED = 0.70
+DRAFT_JOB = (
+    "Question: {question}\n\nProposed answer: {answer}\n\nDo the passages state this answer "
+    "to the question? Reply yes or no."
+)
+QUOTE_JOB = (
+    "Question: {question}\n\nQuoted from the passages: {answer}\n\nDoes this quote answer "
+    "the question? Reply yes or no."
 )
 # How a model says the passage does not answer, in the words it tends to use.
 _NOT_STATED = re.compile(
@@ -194,3 +212,24 @@ def write_messages(
 def declined(draft: str) -> bool:
     """Whether the write job's draft says the picked passage does not state the answer."""
     return bool(_NOT_STATED.search(draft[:160]))
+
+
+def confirm(
+    llm: LLM,
+    question: str,
+    shown: list[Hit],
+    answer: str,
+    quoted: bool = False,
+    earlier: str | None = None,
+) -> float:
+    """How likely the model says yes, asked whether the passages it read state `answer` (its
+    own draft) or whether `answer` (`quoted` from them) answers the question; a server model
+    replies yes or no under a grammar (1.0 or 0.0)."""
+    job = (QUOTE_JOB if quoted else DRAFT_JOB).format(
+        question=asked(question, earlier), answer=" ".join(answer.split())
+    )
+    messages = reader_messages(_focus(question, earlier), shown, job)
+    if not isinstance(llm, LocalLLM):
+        reply = generate_json(llm, messages, {"type": "string", "enum": ["yes", "no"]}, 6)
+        return 1.0 if reply == "yes" else 0.0
+    return llm.choice(messages, ["yes", "no"])[0]

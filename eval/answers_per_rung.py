@@ -81,7 +81,18 @@ def decisions(record: dict, q: Question) -> dict:
         else None,
         "draft_hit": float(keyword_hit(draft, q)) if draft and q.answerable else None,
         "draft_kept": float(record["mode"] == "generated") if draft else None,
+        "confirm_right": _confirm_right(record, q),
     }
+
+
+def _confirm_right(record: dict, q: Question) -> float | None:
+    """Whether the model's confirm of its checked draft was right: it kept a draft that hits
+    the keywords, or refused one that misses them or answers an unanswerable question."""
+    if "draft" not in ((record.get("reader") or {}).get("confirmed") or {}):
+        return None
+    kept = record["mode"] == "generated"
+    right = q.answerable and keyword_hit(_MARKER.sub("", record["draft"]), q)
+    return float(kept == right)
 
 
 def score(record: dict, q: Question) -> dict:

@@ -11,7 +11,14 @@ import numpy as np
 
 SEED = 0
 REPLICATES = 2000
-DECISIONS = ("judge_answerable", "judge_unanswerable", "pick_right", "draft_hit", "draft_kept")
+DECISIONS = (
+    "judge_answerable",
+    "judge_unanswerable",
+    "pick_right",
+    "draft_hit",
+    "draft_kept",
+    "confirm_right",
+)
 MEASURES = ("keyword_hit", "token_f1", "answered", "abstained_unanswerable", *DECISIONS)
 COMPARED = ("keyword_hit", "token_f1", *DECISIONS)  # also given as differences to top/floor
 

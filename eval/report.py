@@ -251,6 +251,7 @@ DECISION_COLUMNS = {
     "pick_right": "pick holds the keywords",
     "draft_hit": "draft keyword hit",
     "draft_kept": "drafts kept",
+    "confirm_right": "confirm right",
 }
 
 

@@ -11,6 +11,7 @@ from agent.reader import (
     OVER_FIRST,
     WRITE_TOKENS,
     Verdict,
+    confirm,
     decide,
     declined,
     excerpt,
@@ -108,3 +109,22 @@ def test_the_write_job_reads_only_its_own_tokens_after_the_judge(llm, sample_ind
     written = llm.evaluated()
     read, rest = judged[0] - before[0], written[0] - judged[0]
     assert read > 100 and 0 < rest < read / 3, (read, rest)
+
+
+def test_the_confirm_job_reads_the_draft_after_the_cached_passages(llm, sample_index):
+    """The model is asked whether the passages it read state its draft: how likely "yes" is,
+    over the prefix the judge read; the passages are not evaluated again."""
+    question = "How many mantissa bits does bfloat16 have?"
+    hits = Index.load(sample_index).search(question, 8)
+    verdict = judge(llm, question, hits)
+    judged = llm.evaluated()
+    yes = confirm(llm, question, list(verdict.hits), "Bfloat16 has 7 mantissa bits.")
+    again = confirm(llm, question, list(verdict.hits), "Bfloat16   has 7\nmantissa bits.")
+    other = confirm(llm, question, list(verdict.hits), "Bfloat16 has 23 mantissa bits.")
+    assert 0.0 < yes < 1.0 and yes == pytest.approx(again)  # whitespace is not read
+    assert 0.0 < other < 1.0 and other != pytest.approx(yes)  # the draft is read
+    quoted = confirm(llm, question, list(verdict.hits), "Bfloat16 has 7 mantissa bits.", True)
+    assert 0.0 < quoted < 1.0 and quoted != pytest.approx(yes)  # another job, asked anew
+    read = llm.evaluated()[0] - judged[0]
+    whole = count_messages(llm, reader_messages(question, list(verdict.hits), "job"))
+    assert 0 < read < whole, (read, whole)

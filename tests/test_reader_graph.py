@@ -35,7 +35,13 @@ def toy_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def reader_agent(toy_index: Path, monkeypatch: pytest.MonkeyPatch):
+    """The embedded model as the reader. Its yes to a right draft is a coin toss (0.56 on the
+    tomato question), so these tests keep every draft that passes its check; what the
+    confirm decides is tested on its own below."""
+    from agent import reader
+
     monkeypatch.setenv("BITRAG_READER", "on")
+    monkeypatch.setattr(reader, "CONFIRM_DRAFT", 0.0)
     return make_agent(Index.load(toy_index))
 
 
@@ -163,3 +169,52 @@ def test_the_top_passages_evidence_is_shown_before_the_model_reads(reader_agent)
     assert offered[0] and offered[0][0]["chunk_id"] == result["reader"]["read"][0]
     if result["mode"] == "generated":
         assert offered[-1] == result["evidence"]  # what the answer cites was shown last
+
+
+def test_a_draft_the_reader_does_not_confirm_is_quoted(reader_agent, monkeypatch):
+    """A draft that passed its check but that the model does not confirm falls back to the
+    quote, saying why; how likely its yes was is on record either way."""
+    from agent import reader
+
+    question = "How many hours of sun do tomatoes need?"
+    kept = reader_agent.ask(question)
+    monkeypatch.setattr(reader, "CONFIRM_DRAFT", 1.01)  # no draft is likely enough
+    refused = reader_agent.ask(question)
+    for result in (kept, refused):
+        assert set(result["reader"]["confirmed"]) <= {"draft"}
+    if "draft" in kept["reader"]["confirmed"]:  # the draft passed its check: the model was asked
+        assert kept["mode"] == "generated", kept
+        assert refused["mode"] == "quoted" and "did not confirm it (yes 0." in refused["note"]
+        assert "Tomatoes need six hours of sun" in refused["answer"]
+        assert refused["citations"][0]["chunk_id"] == refused["reader"]["picked"]
+
+
+def test_a_quote_after_an_unbacked_draft_needs_the_readers_yes(toy_index, monkeypatch):
+    """A draft the evidence does not back is a sign the passages do not answer: the quote it
+    falls back on needs the cut-off and the reader's yes, else the turn abstains."""
+    from dataclasses import replace
+
+    from langgraph.runtime import Runtime
+
+    from agent import evidence, nodes, reader
+
+    ctx = replace(make_agent(Index.load(toy_index)).context, reader=True)
+    runtime = Runtime(context=ctx)
+    by_note = {Path(c.source).name: Hit(1, 1.0, c) for c in ctx.index.chunks}
+    question = "How many hours of sun do tomatoes need?"
+    state = {"question": question, **nodes.start({"question": question}, runtime)}
+    state |= {
+        "searched": [question],
+        "passages": [by_note["garden.md"], by_note["trains.md"]],
+        "picked": 1,
+        "evidence": evidence.opening(by_note["garden.md"]),
+        "draft": "Tomatoes need 9 hours of sun.",  # a number no passage states
+    }
+    monkeypatch.setattr(reader, "CONFIRM_QUOTE_UNBACKED", 0.0)
+    quoted = nodes.check(state, runtime)
+    assert quoted["mode"] == "quoted" and "numbers not in the evidence" in quoted["note"]
+    assert set(quoted["confirmed"]) == {"quote"}  # the draft was not asked about
+    monkeypatch.setattr(reader, "CONFIRM_QUOTE_UNBACKED", 1.01)
+    refused = nodes.check(state, runtime)
+    assert refused["mode"] == "abstained" and refused["citations"] == []
+    assert refused["confirmed"]["quote"] == pytest.approx(quoted["confirmed"]["quote"])

@@ -1,6 +1,8 @@
 """How an answer is scored: an abstention never counts as a keyword hit, though its text
 repeats the question's words."""
 
+from dataclasses import replace
+
 from eval.answers_per_rung import score
 from eval.dataset import Question
 from eval.scoring import answer_hit
@@ -33,3 +35,29 @@ def test_an_answer_with_the_keywords_is_a_hit():
     answer = _result("Every file starts with the magic bytes GGUF [1].", False)
     assert answer_hit(answer, GGUF)
     assert score(answer, GGUF)["keyword_hit"] == 1.0
+
+
+def _confirmed(draft: str, mode: str, answerable: bool = True) -> tuple[dict, Question]:
+    record = _result("quoted or kept", mode == "abstained") | {
+        "mode": mode,
+        "draft": draft,
+        "reader": {"read": ["gguf.md#0"], "picked": "gguf.md#0", "confirmed": {"draft": 0.5}},
+    }
+    return record, GGUF if answerable else replace(GGUF, type="unanswerable")
+
+
+def test_the_confirm_is_right_when_it_keeps_a_right_draft_or_refuses_a_wrong_one():
+    right, wrong = "The magic GGUF [1].", "The magic is 0xDEADBEEF [1]."
+    cases = [
+        (right, "generated", True, 1.0),
+        (right, "quoted", True, 0.0),  # a right draft refused
+        (wrong, "quoted", True, 1.0),
+        (wrong, "generated", True, 0.0),  # a wrong draft kept
+        (right, "generated", False, 0.0),  # any draft kept for an unanswerable question
+        (right, "abstained", False, 1.0),
+    ]
+    for draft, mode, answerable, expected in cases:
+        record, question = _confirmed(draft, mode, answerable)
+        assert score(record, question)["confirm_right"] == expected, (draft, mode, answerable)
+    unchecked = _result("quote", False) | {"draft": right, "reader": {"confirmed": {}}}
+    assert score(unchecked, GGUF)["confirm_right"] is None  # the check refused it first
