@@ -5,7 +5,8 @@ import sys
 
 import click
 
-from agent.cli.common import INDEX_HELP, LLM_URL_HELP, MODEL_HELP, open_default, print_json
+from agent.cli.common import INDEX_HELP, LLM_URL_HELP, MODEL_HELP, print_json
+from agent.cli.notes import open_notes, store_options
 from retrieval.errors import UserError
 from retrieval.tokenize import has_hangul, preload_kiwi
 
@@ -32,6 +33,7 @@ def _mcp_tools(mcp_config: str | None):
 @click.option("--model", help=MODEL_HELP)
 @click.option("--llm-url", help=LLM_URL_HELP)
 @click.option("--index", help=INDEX_HELP)
+@store_options
 @click.option("--session", help=SESSION_HELP)
 @click.option("--mcp-config", help=MCP_CONFIG_HELP)
 @click.option("--lora", help=LORA_HELP)
@@ -41,6 +43,8 @@ def ask(
     model: str | None,
     llm_url: str | None,
     index: str | None,
+    store: str | None,
+    store_schema: str | None,
     session: str | None,
     mcp_config: str | None,
     lora: str | None,
@@ -57,7 +61,8 @@ def ask(
     toolbox = _mcp_tools(mcp_config)
     try:
         tools = toolbox.tools if toolbox else []
-        agent = make_agent(open_default(index), model, llm_url, session, tools, lora)
+        opened = open_notes(index, store, store_schema)
+        agent = make_agent(opened, model, llm_url, session, tools, lora)
         if as_json:
             print_json(agent.ask(question, session or "default"))
             return
@@ -80,6 +85,7 @@ def _write(text: str) -> None:
 @click.option("--model", help=MODEL_HELP)
 @click.option("--llm-url", help=LLM_URL_HELP)
 @click.option("--index", help=INDEX_HELP)
+@store_options
 @click.option("--session", help=SESSION_HELP)
 @click.option("--mcp-config", help=MCP_CONFIG_HELP)
 @click.option("--lora", help=LORA_HELP)
@@ -87,6 +93,8 @@ def chat(
     model: str | None,
     llm_url: str | None,
     index: str | None,
+    store: str | None,
+    store_schema: str | None,
     session: str | None,
     mcp_config: str | None,
     lora: str | None,
@@ -99,7 +107,7 @@ def chat(
     toolbox = _mcp_tools(mcp_config)
     try:
         tools = toolbox.tools if toolbox else []
-        opened = open_default(index)
+        opened = open_notes(index, store, store_schema)
         run_chat(Chat(opened, model, llm_url, session, click.echo, tools, lora), _write)
     finally:
         if toolbox:

@@ -10,7 +10,8 @@ from retrieval.paths import SAMPLE_CORPUS, default_index_dir
 
 INDEX_HELP = "Index directory (default: $BITRAG_HOME/index)."
 MODEL_HELP = "GGUF model file (default: $BITRAG_MODEL or the embedded model)."
-LLM_URL_HELP = "OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 (or $BITRAG_LLM_URL)."
+LLM_URL_HELP = "OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 (or $BITRAG_LLM_URL);"
+LLM_URL_HELP += " several, comma-separated, share the requests."
 
 
 class BitragGroup(click.Group):

@@ -193,9 +193,9 @@ def load_llm(model: str | None = None, url: str | None = None, lora: str | None 
     url = url or os.environ.get("BITRAG_LLM_URL")
     refuse_server_lora(url, lora)
     if url:
-        from agent.runtime.remote import RemoteLLM
+        from agent.runtime.pool import server_llm
 
-        return RemoteLLM(url)
+        return server_llm(url)  # several comma-separated URLs: a pool (agent/runtime/pool.py)
     path = checked_model(model).path
     if lora is None:
         return _local(path)

@@ -7,7 +7,10 @@ goes on past them (a server that never sends [DONE]) ends in a one-line error, a
 stream ends after max_tokens text pieces even when the server ignores max_tokens (the
 answer is then what arrived, as when a model hits its limit). Refusals, timeouts, error
 statuses and replies that are not the expected JSON become one-line UserErrors that name
-the server. BITRAG_LLM_API_KEY, if set, is sent as a bearer token.
+the server. BITRAG_LLM_API_KEY, if set, is sent as a bearer token. Failures that say the
+server is down rather than that the request was wrong (no connection, a timeout, HTTP
+502/503/504) are `ServerUnavailable`, so that a pool of servers (agent/runtime/pool.py) can
+ask another one.
 """
 
 import json
@@ -36,6 +39,11 @@ T = TypeVar("T")
 _MISSING = object()
 _STARTED = object()  # the server's streamed reply has begun
 _END = object()  # the stream is over: [DONE], the server closed it, or max_tokens pieces
+DOWN_STATUSES = (502, 503, 504)  # a gateway or a server that cannot serve at all right now
+
+
+class ServerUnavailable(UserError):
+    """The server could not be reached, or did not answer in time: another server may."""
 
 
 class RemoteLLM:
@@ -66,24 +74,25 @@ class RemoteLLM:
         try:
             yield
         except httpx.ConnectTimeout:
-            raise UserError(
+            raise ServerUnavailable(
                 f"{self._who} did not accept a connection within {CONNECT_TIMEOUT:g} s"
             ) from None
         except (httpx.TimeoutException, TimeoutError):
-            raise UserError(
+            raise ServerUnavailable(
                 f"{self._who} did not answer within {self.timeout:g} s ({TIMEOUT_VARIABLE})"
             ) from None
         except httpx.ConnectError as exc:
-            raise UserError(f"{self._who} is not reachable ({exc})") from None
+            raise ServerUnavailable(f"{self._who} is not reachable ({exc})") from None
         except httpx.RequestError as exc:
-            raise UserError(f"{self._who} failed ({type(exc).__name__}: {exc})") from None
+            raise ServerUnavailable(f"{self._who} failed ({type(exc).__name__}: {exc})") from None
 
     def _check_status(self, response: httpx.Response) -> None:
         if response.is_success:
             return
         response.read()
         detail = _snippet(response.text) or "(empty body)"
-        raise UserError(f"{self._who} answered HTTP {response.status_code}: {detail}")
+        error = ServerUnavailable if response.status_code in DOWN_STATUSES else UserError
+        raise error(f"{self._who} answered HTTP {response.status_code}: {detail}")
 
     def _json(self, text: str) -> Any:
         try:
@@ -173,7 +182,7 @@ class RemoteLLM:
             item = pieces.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             what = "did not finish its answer" if started else "did not answer"
-            raise UserError(
+            raise ServerUnavailable(
                 f"{self._who} {what} within {self.timeout:g} s ({TIMEOUT_VARIABLE})"
             ) from None
         if isinstance(item, Exception):

@@ -264,6 +264,12 @@ class PgIndex:
         ).fetchall()
         return {pos: Chunk(*fields) for pos, *fields in rows}
 
+    def document_frequencies(self) -> tuple[list[str], np.ndarray]:
+        """Every term of the generation and how many chunks hold it, in term order."""
+        statement = sql.SQL("SELECT term, df FROM {} ORDER BY term").format(self.bm25_table)
+        rows = self._guarded(lambda: self.conn.execute(statement).fetchall())
+        return [term for term, _ in rows], np.array([df for _, df in rows], dtype=np.int64)
+
     def _guarded(self, read):
         """Run a read; a generation dropped by newer publishes becomes one line."""
         try:
@@ -282,5 +288,5 @@ def _newest(conn: Connection, schema: str) -> Generation:
         ).format(pgs.table(schema, "generations"))
     ).fetchone()
     if row is None:
-        raise UserError(f"no generation published in PostgreSQL schema '{schema}'")
+        raise pgs.NoIndex(f"no generation published in PostgreSQL schema '{schema}'")
     return Generation(*row)

@@ -23,6 +23,10 @@ SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "bitrag"
 
 
+class NoIndex(UserError):
+    """The schema holds no bitrag index yet (no schema, or no generation published in it)."""
+
+
 def lock_key(schema: str) -> sql.Composed:
     """The advisory lock that serializes writers of `schema` (and its creation)."""
     return sql.SQL("pg_advisory_xact_lock(hashtext({}))").format(sql.Literal(f"bitrag:{schema}"))
@@ -78,7 +82,7 @@ def _version(conn: Connection, schema: str) -> int | None:
 def check_version(version: int | None, schema: str) -> None:
     """A missing schema has no index yet; a schema of another layout is not read."""
     if version is None:
-        raise UserError(f"no bitrag index in PostgreSQL schema '{schema}': run `bitrag ingest`")
+        raise NoIndex(f"no bitrag index in PostgreSQL schema '{schema}': run `bitrag ingest`")
     if version > SCHEMA_VERSION:
         raise UserError(
             f"PostgreSQL schema '{schema}' has layout {version}, newer than the layout "
@@ -94,6 +98,13 @@ def check_version(version: int | None, schema: str) -> None:
 def read_version(conn: Connection, schema: str) -> None:
     """Check, for a reader, that `schema` holds an index in this bitrag's layout."""
     check_version(_version(conn, schema), schema)
+
+
+def write_check(conn: Connection, schema: str) -> None:
+    """Check, before a long ingest, that a publish could write `schema`: new, or this layout."""
+    version = _version(conn, schema)
+    if version is not None:
+        check_version(version, schema)
 
 
 def ensure_schema(conn: Connection, schema: str) -> None:
