@@ -105,3 +105,39 @@ def file_root(workdir: Path) -> Path:
     (root / "escape.txt").symlink_to(secret)
     (root / "inside-link.txt").symlink_to(root / "note.txt")
     return root
+
+
+def _last_logprobs(llm, prompt: list[int]):
+    """Next-token log-probs after `prompt`, read from llama.cpp's last logits (`Llama.scores`
+    stays unwritten without logits_all)."""
+    import llama_cpp
+    import numpy as np
+
+    llm.reset()
+    llm.eval(prompt)
+    pointer = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    logits = np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).astype(np.float64)
+    return logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+
+
+@pytest.fixture(scope="session")
+def adapter_logprobs():
+    """(base GGUF, adapter GGUF, prompt: token ids or text) -> the next-token log-probs of
+    the plain base and of base+adapter, each on one thread, both models closed after."""
+    import llama_cpp
+
+    from eval.lora_gguf import open_with_adapter
+
+    def measure(base: Path, adapter: Path, prompt: list[int] | str):
+        settings = {"n_ctx": 128, "n_threads": 1, "n_threads_batch": 1}
+        plain = llama_cpp.Llama(model_path=str(base), verbose=False, **settings)
+        adapted = open_with_adapter(base, adapter, **settings)
+        try:
+            if isinstance(prompt, str):
+                prompt = plain.tokenize(prompt.encode(), add_bos=False)
+            return _last_logprobs(plain, prompt), _last_logprobs(adapted, prompt)
+        finally:
+            plain.close()
+            adapted.close()
+
+    return measure

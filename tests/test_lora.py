@@ -74,14 +74,6 @@ def torch_logprobs(model: torch.nn.Module, prompt: list[int]) -> np.ndarray:
     return torch.log_softmax(logits.double(), dim=-1).numpy()
 
 
-def llama_logprobs(llm: llama_cpp.Llama, prompt: list[int]) -> np.ndarray:
-    llm.reset()
-    llm.eval(prompt)
-    pointer = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
-    logits = np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).astype(np.float64)
-    return logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
-
-
 def one_thread() -> dict:
     return {"n_ctx": 128, "n_threads": 1, "n_threads_batch": 1}
 
@@ -180,19 +172,12 @@ def test_the_adapter_file_and_its_sidecar(tuned: Tuned, model_path: Path):
     assert len(sidecar["data_sha256"]) == 64
 
 
-def test_llama_cpp_applies_the_adapter_as_torch_does(tuned: Tuned, model_path: Path):
+def test_llama_cpp_applies_the_adapter_as_torch_does(
+    tuned: Tuned, model_path: Path, adapter_logprobs
+):
     """On the GGUF the student was read from, the adapter's change to llama.cpp's next-token
     log-probs matches torch's: same direction over the whole vocabulary, same target gain."""
-    plain = llama_cpp.Llama(model_path=str(model_path), verbose=False, **one_thread())
-    adapted = open_with_adapter(model_path, tuned.adapter, **one_thread())
-    try:
-        base, with_adapter = (
-            llama_logprobs(plain, tuned.prompt),
-            llama_logprobs(adapted, tuned.prompt),
-        )
-    finally:
-        plain.close()
-        adapted.close()
+    base, with_adapter = adapter_logprobs(model_path, tuned.adapter, tuned.prompt)
     llama_delta, torch_delta = with_adapter - base, tuned.after - tuned.before
     correlation = np.corrcoef(llama_delta, torch_delta)[0, 1]
     t = tuned.target
@@ -206,18 +191,11 @@ def test_llama_cpp_applies_the_adapter_as_torch_does(tuned: Tuned, model_path: P
     assert with_adapter[t] - base[t] > 2.0 and tuned.after[t] - tuned.before[t] > 2.0
 
 
-def test_the_adapter_loads_on_a_quantized_base(tuned: Tuned, model_path: Path, tmp_path: Path):
+def test_the_adapter_loads_on_a_quantized_base(
+    tuned: Tuned, model_path: Path, tmp_path: Path, adapter_logprobs
+):
     q8 = quantize_one(model_path, "Q8_0", tmp_path)
-    plain = llama_cpp.Llama(model_path=str(q8), verbose=False, **one_thread())
-    adapted = open_with_adapter(q8, tuned.adapter, **one_thread())
-    try:
-        base, with_adapter = (
-            llama_logprobs(plain, tuned.prompt),
-            llama_logprobs(adapted, tuned.prompt),
-        )
-    finally:
-        plain.close()
-        adapted.close()
+    base, with_adapter = adapter_logprobs(q8, tuned.adapter, tuned.prompt)
     t = tuned.target
     print(f"Q8_0: target log-prob {base[t]:.2f} -> {with_adapter[t]:.2f}; ", end="")
     print(f"max |delta| {np.abs(with_adapter - base).max():.2f}")
