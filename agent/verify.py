@@ -30,7 +30,7 @@ UNITS = frozenset(
     "bit bits byte bytes b kb mb gb tb kib mib gib tib k m x % percent times".split()
     + "비트 바이트 개 배 번".split()
 )
-MAX_SENTENCES = 2  # an answer is one or two sentences; the draft stops at the second
+MAX_SENTENCES = 3  # an answer: one short sentence per thing asked; the draft stops at the third
 _WORDS = re.compile(r"[^\W\d_]")
 RARE_WEIGHT = 2.5  # terms this rare (evidence.TermWeights) must be backed by the evidence
 _SUFFIXES = ("ing", "ed", "es", "e", "s")
@@ -127,6 +127,29 @@ def _row_subjects(text: str, subjects: set[str]) -> list[tuple[str, set[str]]] |
         named = {_root(t) for t in tokenize(header)} & subjects | key  # the row is about its key
         found += [(n, named) for n in _pieces(value) if NUMBER.fullmatch(n)]
     return found
+
+
+def _clause_terms(sentence: str, number: str) -> set[str]:
+    """The terms of the clauses of `sentence` that state `number` (split at commas,
+    semicolons and "and"): what the number is said about, nearest or not."""
+    clauses = re.split(r"[,;]|\band\b", sentence)
+    return set().union(*(_roots(c) for c in clauses if number in _pieces(c)))
+
+
+def _row_states(number: str, sentence: str, text: str, subjects: set[str]) -> bool:
+    """Whether `text`, a table row the reader read, states `number` in a column whose header
+    is a question term named in the answer's clause that states it: "Exponent: 8" backs "The
+    exponent bit count is 8", where "count", not "exponent", is the term nearest the 8."""
+    cells = text.split(", ")
+    if len(cells) < 2 or not all(": " in c for c in cells):
+        return False
+    said = _clause_terms(sentence, number) & subjects
+    for cell in cells:
+        header, value = cell.split(": ", 1)
+        numbers = [p for p in _pieces(value) if NUMBER.fullmatch(p)]
+        if number in numbers and {_root(t) for t in tokenize(header)} & said:
+            return True
+    return False
 
 
 def _subject_contexts(text: str, subjects: set[str]) -> list[tuple[str, set[str]]]:
@@ -243,6 +266,7 @@ def _unbound(
                 continue  # the question states it
             found = [e for e in evidence if _bound(n, near, subject, [e], "", subjects)]
             found += [p for p in read if _placed(n, near, p)]
+            found += [t for t in read if t not in found and _row_states(n, sentence, t, subjects)]
             named = set().union(*(_roots(f) | _roots(headings.get(f, "")) for f in found))
             if not found or not names <= named:
                 unbound.append(n)

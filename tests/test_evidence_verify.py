@@ -263,3 +263,19 @@ def test_the_section_a_sentence_stands_in_names_what_its_number_is_about():
     assert not verify(answer, question, [line], weights).ok  # the line never names ColBERT
     section = {line: "13주차 Reranking과 Late Interaction ## ColBERT: late interaction"}
     assert verify(answer, question, [line], weights, headings=section).ok
+
+
+def test_a_table_column_named_in_the_answer_binds_its_number():
+    """ "Exponent: 8" backs "The exponent bit count is 8" although "count", not "exponent", is
+    the question term nearest the 8; another column's number does not."""
+    row = (
+        "Format: bfloat16, Sign: 1, Exponent: 8, Mantissa: 7, Bias: 127, "
+        "Machine epsilon: 2^-7 = 0.0078125"
+    )
+    question = "What are the sign, exponent and mantissa bit counts of bfloat16?"
+    weights = _weights(row, PROSE, TABLE)
+    assert verify("The exponent bit count is 8.", question, [row], weights, (row,)).ok
+    assert not verify("The exponent bit count is 8.", question, [row], weights).ok  # not read
+    for wrong in ("The exponent bit count is 7.", "The mantissa bit count is 8."):
+        verdict = verify(wrong, question, [row], weights, (row,))
+        assert not verdict.ok and "numbers not in the evidence" in verdict.reason, wrong
