@@ -12,12 +12,13 @@ e5 embedder) load once.
 Without ``session`` a call stands alone; with one, the conversation is kept in
 $BITRAG_HOME/sessions.sqlite, the same store as ``bitrag ask --session NAME``. The server uses
 bitrag's local tools only: it does not load mcp.json (an agent server listed there would start
-itself again).
+itself again). With a PostgreSQL store (``store``) the agent reads the store's newest
+generation, as ``bitrag ask --store`` does, each search on a pooled connection of its own.
 """
 
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastmcp import FastMCP
 from pydantic import Field
@@ -25,6 +26,9 @@ from pydantic import Field
 from mcp_servers.errors import ErrorMiddleware, ToolArgumentError, guarded
 from mcp_servers.index_build import ensure_index
 from mcp_servers.loading import Loading, Note
+
+if TYPE_CHECKING:
+    from retrieval.store.postgres_open import Store
 
 INSTRUCTIONS = (
     "Answers questions about the user's own notes (offline, bitrag). Call `ask` with a "
@@ -47,15 +51,18 @@ class _Loaded:
         model: str | None,
         llm_url: str | None,
         note: Note,
+        store: "Store | None" = None,
     ) -> None:
         from agent.assemble import make_agent
         from agent.graph import Agent
+        from mcp_servers.store_reader import SharedStore
         from retrieval.store import Index
         from retrieval.tokenize import tokenize
 
-        ensure_index(directory, default_corpus, note)
+        if store is None:
+            ensure_index(directory, default_corpus, note)
         note("loading the index")
-        index = Index.load(directory)
+        index = Index.load(directory) if store is None else SharedStore.open(store)
         note("loading the model")
         self.sessions = make_agent(index, model, llm_url, session="mcp")  # SQLite store
         self.single = Agent(self.sessions.context, None)  # no store: each call stands alone
@@ -72,9 +79,11 @@ class AgentService:
         default_corpus: Path | None = None,
         model: str | None = None,
         llm_url: str | None = None,
+        store: "Store | None" = None,
     ) -> None:
         self._loading = Loading(
-            "the agent", lambda note: _Loaded(directory, default_corpus, model, llm_url, note)
+            "the agent",
+            lambda note: _Loaded(directory, default_corpus, model, llm_url, note, store),
         )
         self._warm_lock = threading.Lock()
         self._warm = False

@@ -7,9 +7,11 @@ parts (BM25 matrix, Kiwi, FAISS index, the embedder) load on the first search th
 under a lock, so concurrent first calls do not each load them (16 threads building Kiwi at once
 stalled every first call for about 5 s); later searches run in parallel without the lock. When
 ``bitrag ingest`` (or this server's own ``ingest`` tool) switches the index to a new generation,
-the next call notices, at most every ``RECHECK_S`` seconds, and reloads. The ``ingest`` tool
-reads only inside its roots: a path whose real path leaves them, or a folder holding a symlink
-that does, is refused.
+the next call notices, at most every ``RECHECK_S`` seconds, and reloads. With a PostgreSQL
+store (``store``) the index is the store's newest generation (``mcp_servers.store_reader``),
+reloaded the same way when a newer one is published (its ``ingest`` tool is off). The
+``ingest`` tool reads only inside its roots: a path whose real path leaves them, or a folder
+holding a symlink that does, is refused.
 """
 
 import os
@@ -17,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp_servers.errors import ToolArgumentError
 from mcp_servers.index_build import ensure_index
@@ -27,6 +29,10 @@ from retrieval.embedders.embedder import embed
 from retrieval.errors import UserError
 from retrieval.store import RETRIEVERS, Index, Retriever, ingest
 from retrieval.tokenize import tokenize
+
+if TYPE_CHECKING:
+    from mcp_servers.store_reader import SharedStore
+    from retrieval.store.postgres_open import Store
 
 RECHECK_S = 2.0  # how often a call may look at CURRENT for a newer generation
 MAX_K = 50
@@ -41,17 +47,17 @@ def document_id(sha256: str) -> str:
 
 @dataclass
 class _Loaded:
-    index: Index
+    index: "Index | SharedStore"
     by_id: dict[str, Chunk]
     by_source: dict[str, list[Chunk]]
     warm: set[str] = field(default_factory=set)  # parts already loaded: "bm25", "dense"
 
 
-def _loaded(index: Index) -> _Loaded:
+def _loaded(index: "Index | SharedStore", chunks: list[Chunk]) -> _Loaded:
     by_source: dict[str, list[Chunk]] = {}
-    for chunk in index.chunks:
+    for chunk in chunks:
         by_source.setdefault(chunk.source, []).append(chunk)
-    return _Loaded(index, {c.chunk_id: c for c in index.chunks}, by_source)
+    return _Loaded(index, {c.chunk_id: c for c in chunks}, by_source)
 
 
 def hit_row(rank: int, score: float, chunk: Chunk) -> dict[str, Any]:
@@ -75,8 +81,10 @@ class RetrievalService:
         directory: Path,
         default_corpus: Path | None = None,
         ingest_roots: list[Path] | None = None,
+        store: "Store | None" = None,
     ) -> None:
         self.directory = directory
+        self.store = store
         self.ingest_roots = [r.expanduser().resolve() for r in ingest_roots or []]
         self._lock = threading.Lock()
         self._state: _Loaded
@@ -87,7 +95,8 @@ class RetrievalService:
     # -- loading -------------------------------------------------------------------------
 
     def _first_load(self, default_corpus: Path | None, note: Note) -> None:
-        ensure_index(self.directory, default_corpus, note)
+        if self.store is None:
+            ensure_index(self.directory, default_corpus, note)
         note("loading it")
         self._reload()
         self._checked = time.monotonic()
@@ -97,7 +106,7 @@ class RetrievalService:
         self._loading.get(timeout)
 
     @property
-    def index(self) -> Index:
+    def index(self) -> "Index | SharedStore":
         return self._current().index
 
     def _current(self, wait: float = WAIT_S) -> _Loaded:
@@ -111,6 +120,11 @@ class RetrievalService:
         return self._state
 
     def _current_name(self) -> str | None:
+        if self.store is not None:
+            from mcp_servers.store_reader import newest_generation
+
+            newest = newest_generation(self.store)
+            return None if newest is None else str(newest)
         try:
             return (self.directory / "CURRENT").read_text(encoding="ascii").strip()
         except (OSError, ValueError):
@@ -118,8 +132,15 @@ class RetrievalService:
 
     def _reload(self) -> None:
         with self._lock:
-            state = _loaded(Index.load(self.directory))
-            self._state, self._generation = state, state.index.generation.name
+            if self.store is not None:
+                from mcp_servers.store_reader import SharedStore
+
+                shared = SharedStore.open(self.store)
+                state, name = _loaded(shared, shared.all_chunks()), str(shared.generation)
+            else:
+                index = Index.load(self.directory)
+                state, name = _loaded(index, index.chunks), index.generation.name
+            self._state, self._generation = state, name
 
     def _warm(self, state: _Loaded, retriever: str) -> None:
         """Load the parts this retriever needs once, under the lock."""
@@ -128,12 +149,15 @@ class RetrievalService:
             return
         with self._lock:
             index = state.index
+            files = isinstance(index, Index)  # a store's parts are in the database
             if "bm25" not in state.warm:
-                _ = index.bm25
+                if files:
+                    _ = index.bm25
                 tokenize("한국어 warm up")  # loads Kiwi once, not once per concurrent thread
                 state.warm.add("bm25")
             if "dense" in needed and "dense" not in state.warm:
-                _ = index.faiss, index.vectors
+                if files:
+                    _ = index.faiss, index.vectors
                 embed(["warm up"], index.embedder, kind="query")
                 state.warm.add("dense")
 
@@ -183,7 +207,7 @@ class RetrievalService:
             }
             for source, sha256 in sorted(state.index.docs.items())
         ]
-        return {"sources": rows, "documents": len(rows), "chunks": len(state.index.chunks)}
+        return {"sources": rows, "documents": len(rows), "chunks": len(state.by_id)}
 
     def documents(self, wait: float = WAIT_S) -> list[tuple[str, str]]:
         """(document id, source) for every indexed document (waiting up to `wait` s for it)."""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 from fastmcp import FastMCP
@@ -19,6 +19,9 @@ from fastmcp import FastMCP
 from mcp_servers.auth import BearerTokenMiddleware, bind_problem
 from retrieval.errors import UserError
 from retrieval.paths import SAMPLE_CORPUS, default_index_dir
+
+if TYPE_CHECKING:
+    from retrieval.store.postgres_open import Store
 
 Transport = Literal["stdio", "http"]
 GONE = (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError, anyio.ClosedResourceError)
@@ -33,6 +36,7 @@ class ServeOptions:
     allow_ingest: list[Path] = field(default_factory=list)
     root: Path | None = None
     model: str | None = None  # agent: a GGUF path or registered name (None: the default)
+    store: "Store | None" = None  # retrieval, agent: a PostgreSQL store instead of `index`
 
 
 @contextmanager
@@ -50,7 +54,13 @@ def stdout_to_stderr() -> Iterator[None]:
 
 
 def _index_source(options: ServeOptions) -> tuple[Path, Path | None]:
-    """The index directory, and the corpus to build it from when absent (the default only)."""
+    """The index directory, and the corpus to build it from when absent (the default only).
+    With a store: checks now that it holds an index (one line, not on the first tool call)."""
+    if options.store is not None:
+        from retrieval.store.postgres_open import open_store
+
+        open_store(options.store).close()
+        return default_index_dir(), None
     if options.index is None:
         return default_index_dir(), SAMPLE_CORPUS
     if not (options.index / "CURRENT").is_file():  # said now, not on the first tool call
@@ -67,7 +77,8 @@ def _retrieval(options: ServeOptions) -> FastMCP:
         if not root.expanduser().is_dir():
             raise UserError(f"--allow-ingest {root}: not a folder")
     directory, corpus = _index_source(options)
-    return build_retrieval_server(RetrievalService(directory, corpus, options.allow_ingest))
+    service = RetrievalService(directory, corpus, options.allow_ingest, options.store)
+    return build_retrieval_server(service)
 
 
 def _tools(options: ServeOptions) -> FastMCP:
@@ -82,7 +93,7 @@ def _agent(options: ServeOptions) -> FastMCP:
     from mcp_servers.agent_server import AgentService, build_agent_server
 
     directory, corpus = _index_source(options)
-    return build_agent_server(AgentService(directory, corpus, options.model))
+    return build_agent_server(AgentService(directory, corpus, options.model, store=options.store))
 
 
 BUILDERS: dict[str, Callable[[ServeOptions], FastMCP]] = {

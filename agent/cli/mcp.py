@@ -1,12 +1,17 @@
 """`bitrag mcp`: serve bitrag's MCP servers, print the snippet a host needs to start them."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from agent.cli.common import INDEX_HELP, MODEL_HELP, check_port, print_json
+from agent.cli.notes import store_options
 from mcp_servers.registry import SERVERS as MCP_SERVERS
 from retrieval.errors import UserError
+
+if TYPE_CHECKING:
+    from retrieval.store.postgres_open import Store
 
 
 @click.group()
@@ -26,6 +31,7 @@ def mcp() -> None:
 @click.option("--allow-ingest", multiple=True, help="retrieval: let `ingest` read under ROOT.")
 @click.option("--root", help="tools: the folder read_file/list_files may read.")
 @click.option("--model", help="agent: " + MODEL_HELP)
+@store_options
 def mcp_serve(
     name: str,
     transport: str,
@@ -36,8 +42,13 @@ def mcp_serve(
     allow_ingest: tuple[str, ...],
     root: str | None,
     model: str | None,
+    store: str | None,
+    store_schema: str | None,
 ) -> None:
-    """Run the NAME MCP server over stdio (default) or streamable HTTP on 127.0.0.1."""
+    """Run the NAME MCP server over stdio (default) or streamable HTTP on 127.0.0.1.
+
+    retrieval and agent read --store (or $BITRAG_STORE) when given, as search and ask do.
+    """
     from mcp_servers.auth import bind_problem
     from mcp_servers.serve import ServeOptions, serve
 
@@ -47,9 +58,11 @@ def mcp_serve(
         (allow_ingest, "--allow-ingest", name == "retrieval"),
         (root, "--root", name == "tools"),
         (model, "--model", spec.uses_model),
+        (store or store_schema, "--store", spec.uses_index),
     ):
         if given and not applies:
             raise UserError(f"{flag} does not apply to the {name} server")
+    target = _store(spec.uses_index, index, store, store_schema, allow_ingest)
     port = port or spec.default_port
     if transport == "http":
         if problem := bind_problem(host, token):
@@ -60,11 +73,35 @@ def mcp_serve(
         allow_ingest=[Path(p).expanduser() for p in allow_ingest],
         root=Path(root).expanduser() if root else None,
         model=model,
+        store=target,
     )
     try:
         serve(name, options, transport, host, port, token or None)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         pass
+
+
+def _store(
+    uses_index: bool,
+    index: str | None,
+    store: str | None,
+    store_schema: str | None,
+    allow_ingest: tuple[str, ...],
+) -> "Store | None":
+    """The PostgreSQL store a server that reads an index is given (None: the file index)."""
+    from retrieval.store.postgres_open import store_from
+
+    if not uses_index:
+        return None
+    if index and store:
+        raise UserError("--index and --store name two different indexes: give one of them")
+    target = None if index else store_from(store, store_schema)
+    if target is not None and allow_ingest:
+        raise UserError(
+            f"--allow-ingest does not apply with a PostgreSQL store: run `bitrag ingest PATH "
+            f"{target.hint()}` to add notes to it"
+        )
+    return target
 
 
 @mcp.command("config")
