@@ -236,3 +236,35 @@ def test_a_failed_load_publishes_nothing(pg, subset_index, monkeypatch) -> None:
     assert not {"chunks_000002", "bm25_000002"} & {t for (t,) in tables}
     with PgIndex.open(pg.dsn, "failing") as reader:
         assert reader.generation.id == 1 and reader.search(QUESTIONS[0], 3, "bm25")
+
+
+def test_the_server_runs_from_a_checkout_other_users_cannot_enter(tmp_path: Path):
+    """Under root the server runs as an unprivileged user, who cannot enter a 0700 folder
+    above the wheel (a clone in a private temp folder): the programs are then run from a copy
+    that keeps the wheel's layout; for any other user the wheel's own folder is used."""
+    import subprocess
+
+    from retrieval.store import postgres_server
+
+    install = postgres_server.binaries().parent
+    closed = tmp_path / "closed"
+    site = closed / "site-packages"
+    shutil.copytree(install, site / install.parent.name / install.name, symlinks=True)
+    for libs in install.parent.parent.glob(f"{install.parent.name}.libs"):
+        shutil.copytree(libs, site / libs.name, symlinks=True)
+    closed.chmod(0o700)
+    private = site / install.parent.name / install.name
+    reached = postgres_server._reachable(private)
+    if os.geteuid() != 0:
+        assert reached == private
+        return
+    assert not str(reached).startswith(str(closed))
+    assert postgres_server._reachable(private) == reached  # copied once
+    version = subprocess.run(
+        [str(reached / "bin" / "postgres"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        **postgres_server._run_as(),
+    )
+    assert version.returncode == 0 and "PostgreSQL" in version.stdout, version.stderr

