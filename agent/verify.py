@@ -226,16 +226,27 @@ def _is_name(word: str, first: bool) -> bool:
     )
 
 
-def _names(sentence: str, question: str) -> set[str]:
-    """The names of the question (`_is_name`) that `sentence` repeats: what the sentence's
-    numbers are said about (BGE-M3, Llama 2 7B, DistilBERT)."""
-    named = {
-        t
-        for m in _NAME.finditer(question)
-        if _is_name(m.group(0), first=not question[: m.start()].strip())
-        for t in tokenize(m.group(0))
-    }
-    return {_root(t) for t in named & set(tokenize(sentence)) if not NUMBER.fullmatch(t)} - UNITS
+def _names(sentence: str, question: str) -> list[set[str]]:
+    """The names of the question (`_is_name`) that `sentence` repeats, each as the set of its
+    terms: what the sentence's numbers are said about (BGE-M3, Llama 2 7B, DistilBERT). A
+    text names one when it has any of its terms ("L6" names all-MiniLM-L6-v2)."""
+    said = set(tokenize(sentence))
+    found = []
+    for m in _NAME.finditer(question):
+        if not _is_name(m.group(0), first=not question[: m.start()].strip()):
+            continue
+        terms = {_root(t) for t in tokenize(m.group(0)) if t in said and not NUMBER.fullmatch(t)}
+        if terms - UNITS and terms not in found:
+            found.append(terms - UNITS)
+    return found
+
+
+def _about(names: list[set[str]], sentence: str, number: str) -> list[set[str]]:
+    """The names `number` is said about: those in its own clause ("6 layers" in "X has 6
+    layers, and its vectors take 1.5 GB in FAISS" is not about FAISS), else the sentence's
+    ("For BGE-M3, the count is 22.7 million" is about BGE-M3)."""
+    clause = _clause_terms(sentence, number)
+    return [name for name in names if name & clause] or names
 
 
 def _unbound(
@@ -268,7 +279,7 @@ def _unbound(
             found += [p for p in read if _placed(n, near, p)]
             found += [t for t in read if t not in found and _row_states(n, sentence, t, subjects)]
             named = set().union(*(_roots(f) | _roots(headings.get(f, "")) for f in found))
-            if not found or not names <= named:
+            if not found or not all(name & named for name in _about(names, sentence, n)):
                 unbound.append(n)
     return unbound
 
@@ -316,6 +327,14 @@ def _new_terms(text: str, question: str) -> set[str]:
     return set(tokenize(_MARKER.sub("", text))) - set(tokenize(question))
 
 
+def _written_in(term: str, backing: str) -> bool:
+    """Whether a Korean term is in the backing text as written: Kiwi splits a word by its
+    context ("이진 마스크" gives 이진, "것: 이진 마스크" gives 진), so a term of the answer
+    may be no term of the evidence that says it. One syllable alone says too little to be
+    a claim (a particle Kiwi left, 후 "after")."""
+    return not term.isascii() and (len(term) == 1 or term in backing)
+
+
 def unsupported(
     text: str,
     question: str,
@@ -332,10 +351,12 @@ def unsupported(
     if unbound:
         return f"numbers not in the evidence with what they count: {', '.join(unbound)}"
     support_terms = _support([*evidence, *read], question)
+    backing = " ".join([*evidence, *read, question]).lower()
     foreign = sorted(
         t
         for t in _new_terms(text, question)
         if _root(t) not in support_terms
+        and not _written_in(t, backing)
         and (not weights.known(t) or weights.weight(t) >= RARE_WEIGHT)
     )
     return f"terms not in the evidence: {', '.join(foreign)}" if foreign else ""

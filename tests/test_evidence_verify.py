@@ -279,3 +279,36 @@ def test_a_table_column_named_in_the_answer_binds_its_number():
     for wrong in ("The exponent bit count is 7.", "The mantissa bit count is 8."):
         verdict = verify(wrong, question, [row], weights, (row,))
         assert not verdict.ok and "numbers not in the evidence" in verdict.reason, wrong
+
+
+def test_a_number_is_bound_to_the_names_of_its_own_clause():
+    """ "6 layers" is about all-MiniLM-L6-v2 ("L6" names it), not about the FAISS index the
+    sentence's other clause speaks of; a clause without a name takes the sentence's."""
+    layers = '6 transformer layers (the "L6" in the name), hidden size 384'
+    memory = "One million 384-dimensional float32 vectors in a flat FAISS index take about 1.5 GB."
+    weights = _weights(layers, memory, PROSE, TABLE, "MiniLM is a small embedder.")
+    question = (
+        "The all-MiniLM-L6-v2 embedding model: how many transformer layers does it have, and "
+        "how much memory do one million of its float32 vectors take in a flat FAISS index?"
+    )
+    answer = (
+        "The all-MiniLM-L6-v2 model has 6 transformer layers, and one million of its float32 "
+        "vectors take about 1.5 GB in a flat FAISS index."
+    )
+    assert verify(answer, question, [layers], weights, (layers, memory)).ok
+    bge = "BGE-M3 embeds 100 languages."
+    minilm = "all-MiniLM-L6-v2 has 22.7 million parameters."
+    asked = "How many parameters does BGE-M3 have?"
+    verdict = verify("For BGE-M3, the count is 22.7 million.", asked, [bge], weights, (bge, minilm))
+    assert not verdict.ok and verdict.reason.endswith(": 22.7")
+
+
+def test_a_korean_term_written_in_the_evidence_backs_the_answer_however_kiwi_splits_it():
+    line = "지킬 것: 이진 마스크(mask)를 유지해서, 지워진 가중치가 다시 살아나지 않게 한다."
+    weights = _weights(line, KOREAN, PROSE, TABLE)
+    question = "잘라 낸 웨이트가 다시 살아나지 않게 하려면 무엇을 유지해야 해?"
+    answer = "이진 마스크(mask)를 유지해서, 지워진 가중치가 다시 살아나지 않게 한다."
+    assert "이진" in tokenize(answer) and "이진" not in tokenize(line)
+    assert verify(answer, question, [line], weights).ok
+    verdict = verify("삼진 마스크를 유지한다.", question, [line], weights)
+    assert not verdict.ok and "삼진" in verdict.reason
