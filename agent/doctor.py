@@ -44,8 +44,12 @@ def _version(name: str) -> str | None:
 
 
 def _model(model: str | None, problems: list[dict]) -> dict:
-    """The checks `ask` makes before loading the model, then the load itself."""
-    report: dict = {"path": None, "sha256_ok": None, "loads": None}
+    """The checks `ask` makes before loading the model it answers with (the default pack
+    when installed and none is named: agent.assemble `default_model`), then the load."""
+    from agent.assemble import default_model
+
+    model = model or default_model(None, None)
+    report: dict = {"name": model or "embedded", "path": None, "sha256_ok": None, "loads": None}
     try:
         path = resolve_model(model)
         report["path"] = str(path)

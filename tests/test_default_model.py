@@ -37,6 +37,13 @@ def test_the_installed_pack_answers_by_default(installed: Path, sample_index: Pa
     assert context.reader is True and context.model_languages == frozenset({"en", "ko"})
 
 
+def test_doctor_checks_the_model_ask_answers_with(run, run_json, installed: Path):
+    report = run_json("doctor")
+    assert report["model"]["name"] == DEFAULT_PACK
+    assert report["model"]["path"] == str(installed) and report["model"]["loads"] is True
+    assert f"model:    {DEFAULT_PACK}: {installed} " in run("doctor").output
+
+
 def test_a_named_model_server_or_adapter_keeps_its_own_choice(
     installed: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 def test_doctor_reports_embedded_model_ok(run_json, model_path):
     report = run_json("doctor")
+    assert report["model"]["name"] == "embedded"
     assert report["model"]["path"] == str(model_path)
     assert report["model"]["sha256_ok"] is True
     assert report["embedder"]["ok"] is True

@@ -31,7 +31,8 @@ def doctor(model: str | None, index: str | None, mcp_config: str | None, as_json
     if as_json:
         print_json(report)
     else:
-        click.echo(f"model:    {report['model']['path']} sha256_ok={report['model']['sha256_ok']}")
+        model = report["model"]
+        click.echo(f"model:    {model['name']}: {model['path']} sha256_ok={model['sha256_ok']}")
         click.echo(f"embedder: {report['embedder']['path']}")
         click.echo(f"index:    {report['index']['path']} ({report['index']['status']})")
         click.echo(f"sessions: {report['sessions']['path']} ({report['sessions']['status']})")
