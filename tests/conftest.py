@@ -1,7 +1,12 @@
-"""Shared fixtures: a private BITRAG_HOME per test and a CLI runner."""
+"""Shared fixtures: a private BITRAG_HOME per test, a CLI runner, the embedded model and
+sample index, and tiny canned HTTP servers on 127.0.0.1."""
 
 import json
 import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -141,3 +146,58 @@ def adapter_logprobs():
             adapted.close()
 
     return measure
+
+
+class CannedServer:
+    """A server on 127.0.0.1 that answers every POST with one canned reply after `delay`
+    seconds and keeps each request's path, Authorization header and JSON body."""
+
+    def __init__(
+        self, status: int, body: bytes, content_type: str = "application/json", delay: float = 0
+    ) -> None:
+        self.received: list[tuple[str, str | None, dict]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                sent = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.path, self.headers["Authorization"], json.loads(sent)))
+                time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # a client that gave up waiting has closed the connection
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: nothing on stderr."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/v1"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def requests(self) -> int:
+        return len(self.received)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def canned() -> Iterator[Callable[..., CannedServer]]:
+    """canned(status, body, content_type="application/json", delay=0) -> a running
+    CannedServer, closed after the test."""
+    servers: list[CannedServer] = []
+
+    def start(*args, **kwargs) -> CannedServer:
+        servers.append(CannedServer(*args, **kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

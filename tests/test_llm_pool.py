@@ -9,12 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -186,47 +184,6 @@ def test_one_url_stays_a_plain_remote_llm():
     assert type(server_llm(" http://127.0.0.1:1/v1 ")) is RemoteLLM
 
 
-class Canned:
-    """A server on 127.0.0.1 answering each chat with `status` and `body` after `delay` s."""
-
-    def __init__(self, status: int, body: bytes, delay: float = 0.0) -> None:
-        self.requests = 0
-        canned = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                canned.requests += 1
-                time.sleep(delay)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass  # a client that gave up waiting has closed the connection
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet."""
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/v1"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def canned() -> Iterator[Callable[..., Canned]]:
-    made: list[Canned] = []
-    yield lambda *args: made.append(Canned(*args)) or made[-1]
-    for server in made:
-        server.close()
-
-
 ANSWER = b'{"choices": [{"message": {"content": "42"}}]}'
 
 
@@ -240,7 +197,11 @@ def test_a_bad_request_is_not_asked_again_elsewhere(canned):
 
 def test_a_slow_or_unavailable_server_is_benched(canned, monkeypatch):
     monkeypatch.setenv("BITRAG_LLM_TIMEOUT", "1")
-    slow, busy, answering = canned(200, ANSWER, 3.0), canned(503, b"busy"), canned(200, ANSWER)
+    slow, busy, answering = (
+        canned(200, ANSWER, delay=3.0),
+        canned(503, b"busy"),
+        canned(200, ANSWER),
+    )
     pool = server_llm(f"{slow.url},{busy.url},{answering.url}")
     assert [pool.chat(QUESTION) for _ in range(3)] == ["42"] * 3
     assert sorted(pool.benched()) == sorted([slow.url, busy.url])

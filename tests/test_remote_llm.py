@@ -5,7 +5,6 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -30,50 +29,6 @@ def _sse(*events: dict | str) -> bytes:
 
 def _delta(text: str) -> dict:
     return {"choices": [{"delta": {"content": text}}]}
-
-
-class CannedServer:
-    """A ThreadingHTTPServer that answers every POST with one canned reply and keeps each
-    request's path, Authorization header and JSON body."""
-
-    def __init__(self, status: int, content_type: str, body: bytes) -> None:
-        self.received: list[tuple[str, str | None, dict]] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                sent = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append((self.path, self.headers["Authorization"], json.loads(sent)))
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet: nothing on stderr."""
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/v1"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def canned() -> Iterator[Callable[[int, str, bytes], CannedServer]]:
-    """canned(status, content_type, body) -> a running CannedServer, closed after the test."""
-    servers: list[CannedServer] = []
-
-    def start(status: int, content_type: str, body: bytes) -> CannedServer:
-        servers.append(CannedServer(status, content_type, body))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 @pytest.fixture
@@ -130,7 +85,7 @@ def test_ask_against_a_silent_server_is_one_line(
 
 @pytest.mark.parametrize("call", CALLS)
 def test_http_500_with_html_is_one_line_with_the_status(canned, call):
-    server = canned(500, "text/html", HTML)
+    server = canned(500, HTML, "text/html")
     message = _failure(server.url, call)
     first_80 = "<html> <body> <h1>Internal Server Error</h1> <p>x</p><p>x</p><p>x</p><p>x</p><p>"
     assert message.endswith(f" answered HTTP 500: {first_80}")
@@ -138,7 +93,7 @@ def test_http_500_with_html_is_one_line_with_the_status(canned, call):
 
 @pytest.mark.parametrize("call", ["chat", "count_tokens"])
 def test_html_with_status_200_is_not_json(canned, call):
-    server = canned(200, "text/html", HTML)
+    server = canned(200, HTML, "text/html")
     assert "answered with something not JSON: <html> <body>" in _failure(server.url, call)
 
 
@@ -146,17 +101,17 @@ def test_html_with_status_200_is_not_json(canned, call):
     ("call", "key"), [("chat", "choices[0].message.content"), ("count_tokens", "tokens")]
 )
 def test_json_without_the_expected_key_names_the_key(canned, call, key):
-    server = canned(200, "application/json", b'{"foo": 1}')
+    server = canned(200, b'{"foo": 1}', "application/json")
     assert f'answered JSON without {key}: {{"foo": 1}}' in _failure(server.url, call)
 
 
 def test_a_stream_answered_with_plain_json_is_one_line(canned):
-    server = canned(200, "application/json", b'{"foo": 1}')
+    server = canned(200, b'{"foo": 1}', "application/json")
     assert "not text/event-stream" in _failure(server.url, "stream")
 
 
 def test_a_stream_event_without_a_delta_names_the_key(canned):
-    server = canned(200, "text/event-stream", _sse(_delta("Hi"), {"foo": 1}, "[DONE]"))
+    server = canned(200, _sse(_delta("Hi"), {"foo": 1}, "[DONE]"), "text/event-stream")
     assert "answered JSON without choices[0].delta" in _failure(server.url, "stream")
 
 
@@ -180,7 +135,7 @@ def test_a_bad_timeout_names_the_variable(monkeypatch, value):
 def test_streaming_yields_the_server_pieces_with_the_shared_body(canned, monkeypatch):
     monkeypatch.setenv("BITRAG_LLM_API_KEY", "s3cret")
     events = _sse({"choices": [{"delta": {"role": "assistant"}}]}, _delta("Hi"), _delta("Hi"))
-    server = canned(200, "text/event-stream", events + _sse("[DONE]"))
+    server = canned(200, events + _sse("[DONE]"), "text/event-stream")
     assert "".join(RemoteLLM(f"{server.url}/").stream(MESSAGES, 16, ["\n"])) == "HiHi"
     body = {"messages": MESSAGES, **sampling(16, ["\n"]), "stream": True}
     assert server.received == [("/v1/chat/completions", "Bearer s3cret", body)]
@@ -188,7 +143,7 @@ def test_streaming_yields_the_server_pieces_with_the_shared_body(canned, monkeyp
 
 def test_chat_and_token_count_read_the_expected_keys(canned):
     reply = {"choices": [{"message": {"content": "Hello"}}], "tokens": [1, 2, 3]}
-    server = canned(200, "application/json", json.dumps(reply).encode())
+    server = canned(200, json.dumps(reply).encode(), "application/json")
     llm = RemoteLLM(server.url)
     assert llm.chat(MESSAGES, 8) == "Hello"
     assert llm.count_tokens("Hello there") == 3
