@@ -119,23 +119,36 @@ def test_a_session_restores_the_passages_it_read(toy_index, monkeypatch):
     assert isinstance(state["passages"][0], Hit) and state["picked"] == 1
 
 
-def test_a_draft_that_fails_its_check_quotes_the_best_sentence_of_every_passage_read(toy_index):
+def _unbacked_draft(toy_index: Path, read: list[str], reads: bool):
+    """The graph state and runtime at the check: the reader read the notes `read` (a name
+    each) and picked the first, then drafted a number no passage states; `reads`: the model
+    counts as a reader (it is asked to confirm)."""
+    from dataclasses import replace
+
     from langgraph.runtime import Runtime
 
     from agent import evidence, nodes
 
     ctx = make_agent(Index.load(toy_index)).context
-    runtime = Runtime(context=ctx)
+    runtime = Runtime(context=replace(ctx, reader=reads))
     by_note = {Path(c.source).name: Hit(1, 1.0, c) for c in ctx.index.chunks}
     question = "How many hours of sun do tomatoes need?"
     state = {"question": question, **nodes.start({"question": question}, runtime)}
     state |= {
         "searched": [question],
-        "passages": [by_note["trains.md"], by_note["garden.md"]],
-        "picked": 1,  # the reader picked the wrong passage
-        "evidence": evidence.opening(by_note["trains.md"]),
-        "draft": "Tomatoes need 9 hours of sun.",  # a number no passage states
+        "passages": [by_note[name] for name in read],
+        "picked": 1,
+        "evidence": evidence.opening(by_note[read[0]]),
+        "draft": "Tomatoes need 9 hours of sun.",
     }
+    return state, runtime, by_note
+
+
+def test_a_draft_that_fails_its_check_quotes_the_best_sentence_of_every_passage_read(toy_index):
+    from agent import nodes
+
+    # the reader picked the wrong passage
+    state, runtime, by_note = _unbacked_draft(toy_index, ["trains.md", "garden.md"], False)
     out = nodes.check(state, runtime)
     assert out["mode"] == "quoted" and "numbers not in the evidence" in out["note"]
     assert "Tomatoes need six hours of sun" in out["answer"]
@@ -192,24 +205,9 @@ def test_a_draft_the_reader_does_not_confirm_is_quoted(reader_agent, monkeypatch
 def test_a_quote_after_an_unbacked_draft_needs_the_readers_yes(toy_index, monkeypatch):
     """A draft the evidence does not back is a sign the passages do not answer: the quote it
     falls back on needs the cut-off and the reader's yes, else the turn abstains."""
-    from dataclasses import replace
+    from agent import nodes, reader
 
-    from langgraph.runtime import Runtime
-
-    from agent import evidence, nodes, reader
-
-    ctx = replace(make_agent(Index.load(toy_index)).context, reader=True)
-    runtime = Runtime(context=ctx)
-    by_note = {Path(c.source).name: Hit(1, 1.0, c) for c in ctx.index.chunks}
-    question = "How many hours of sun do tomatoes need?"
-    state = {"question": question, **nodes.start({"question": question}, runtime)}
-    state |= {
-        "searched": [question],
-        "passages": [by_note["garden.md"], by_note["trains.md"]],
-        "picked": 1,
-        "evidence": evidence.opening(by_note["garden.md"]),
-        "draft": "Tomatoes need 9 hours of sun.",  # a number no passage states
-    }
+    state, runtime, _ = _unbacked_draft(toy_index, ["garden.md", "trains.md"], True)
     monkeypatch.setattr(reader, "CONFIRM_QUOTE_UNBACKED", 0.0)
     quoted = nodes.check(state, runtime)
     assert quoted["mode"] == "quoted" and "numbers not in the evidence" in quoted["note"]
