@@ -78,8 +78,9 @@ def test_server_has_pgvector_and_does_not_run_as_root(pg: LocalPostgres) -> None
             "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
         ).fetchone()
         (pid,) = conn.execute("SELECT pg_backend_pid()").fetchone()
+        owner = os.stat(f"/proc/{pid}").st_uid  # while connected: the backend ends with it
     assert tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)  # iterative index scans
-    assert os.stat(f"/proc/{pid}").st_uid != 0
+    assert owner != 0
 
 
 def test_local_server_stops_without_leftovers() -> None:
@@ -127,8 +128,9 @@ def hnsw_index(pg: LocalPostgres, pg_index: PgIndex) -> Iterator[PgIndex]:
         yield index
 
 
-@pytest.mark.parametrize("where", ["", "WHERE lang = 'ko'"])
+@pytest.mark.parametrize("where", ["WHERE lang = 'en'", "WHERE lang = 'ko'"])
 def test_the_hnsw_reader_uses_the_hnsw_index(where, hnsw_index) -> None:
+    """Each language's search walks that language's HNSW graph (a partial index)."""
     query = "[" + ",".join(["0.05"] * hnsw_index.generation.dimension) + "]"
     plan = hnsw_index.conn.execute(
         psycopg.sql.SQL(
@@ -159,8 +161,15 @@ def test_schema_is_versioned_and_holds_every_chunk(pg, file_index, pg_index) -> 
             psycopg.sql.SQL("SELECT count(*) FROM {}").format(pgs.bm25_table("sample", 1))
         ).fetchone()
         (n,) = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(chunks)).fetchone()
+        (storage,) = conn.execute(
+            "SELECT attstorage FROM pg_attribute WHERE attname = 'embedding' "
+            "AND attrelid = 'sample.chunks_000001'::regclass"
+        ).fetchone()
     assert version == pgs.SCHEMA_VERSION
-    assert any("hnsw" in d and "vector_cosine_ops" in d for (d,) in indexes), indexes
+    hnsw = sorted(d.split("WHERE ")[-1] for (d,) in indexes if "hnsw" in d)
+    assert all("vector_cosine_ops" in d for (d,) in indexes if "hnsw" in d), indexes
+    assert hnsw == ["(lang = 'en'::text)", "(lang = 'ko'::text)"], indexes  # one per language
+    assert storage == "p"  # vectors inline (STORAGE PLAIN), never TOASTed
     assert terms == len(file_index.bm25.vocab)
     assert n == len(file_index.chunks) == pg_index.generation.chunks
     stored = pg_index.fetch(list(range(n)))

@@ -2,6 +2,7 @@
 
     python -m eval.bench.store [--sizes 10000,100000] [--queries 200] [--per-thread 50]
                                [--pool 4000] [--maintenance-work-mem 1GB] [--out FILE.json]
+    python -m eval.bench.store --crash 10 [--seed 28] [--out FILE.json]
 
 Per size: ingest throughput (chunks/s) of the file store (writing a generation: BM25, FAISS,
 chunk files) and of publishing that generation to PostgreSQL (COPY, HNSW build, one
@@ -21,6 +22,12 @@ of 2000 sections; pgvector's HNSW recall@10 measured 0.29 on that clustered set.
 are always real (Kiwi/English tokenizer). Embedding time is in neither store's ingest throughput.
 Queries: eval.synthetic.queries over the corpus (seed 1). It starts its own LocalPostgres
 (maintenance_work_mem raised for the HNSW build, as a real server would set it) and stops it.
+
+--crash N instead kills a real `python -m agent ingest --store` N times at seeded random
+points (eval.bench.store_crash): generation A is the sample corpus but one note, B
+adds it; every other kill is aimed at the publishing transaction. It prints one line per run
+and a last line saying how many runs saw only a whole generation (A or B, never a mix) and
+in how many the following ingest succeeded.
 """
 
 import argparse
@@ -39,9 +46,11 @@ import numpy as np
 import psycopg
 
 from eval import synthetic
+from eval.bench.store_crash import Rig, summary
 from retrieval.chunking import Chunk
 from retrieval.dense import ExactDense
 from retrieval.embedders.embedder import embed, resolve_embedder
+from retrieval.paths import SAMPLE_CORPUS
 from retrieval.store import Index, IndexRows, write_generation
 from retrieval.store.postgres import PgIndex, publish
 from retrieval.store.postgres_server import LocalPostgres
@@ -52,6 +61,7 @@ MIX = 0.5  # weight of the second ("mate") section's embedding in a replicated c
 VARY = 0.10  # share of words replaced in a replicated section
 PROCESSES = 4
 THREADS = 4
+CRASH_ADDED = "mixed-precision-training.md"  # generation B of --crash: A plus this note
 MACHINE_NOTE = (
     "timings taken on a shared 2-core machine while another long benchmark was running: "
     "absolute numbers are pessimistic, the file/PostgreSQL ratios are the comparison"
@@ -270,6 +280,23 @@ def targets(result: dict) -> list[str]:
     return [f"{name} at {s['chunks']} chunks: {'met' if ok else 'NOT met'}" for name, ok in checks]
 
 
+def crash(runs: int, seed: int, out: Path | None) -> None:
+    """--crash: kill -9 of an ingest into PostgreSQL, `runs` times (see the docstring)."""
+    notes = sorted(p for p in SAMPLE_CORPUS.iterdir() if p.is_file())
+    added = [p for p in notes if p.name == CRASH_ADDED]
+    with tempfile.TemporaryDirectory(prefix="bitrag-bench-crash-") as tmp, LocalPostgres() as pg:
+        rig = Rig.build(pg.dsn, Path(tmp), [p for p in notes if p not in added], added)
+        print(json.dumps({"ingest_s": round(rig.ingest_s, 2), "publish_s": rig.publish_s}))
+        rng, done = random.Random(seed), []
+        for number in range(runs):
+            done.append(rig.run(number, rng))
+            print(json.dumps(done[-1]), flush=True)
+    line = summary(done)
+    if out:
+        out.write_text(json.dumps({"seed": seed, "runs": done, "summary": line}, indent=2))
+    print(f"\n{line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
@@ -278,7 +305,12 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=4000, help="sections really embedded")
     parser.add_argument("--maintenance-work-mem", default="1GB")
     parser.add_argument("--out", type=Path, default=None, help="results as JSON")
+    parser.add_argument("--crash", type=int, default=0, metavar="N", help="N kill -9 runs instead")
+    parser.add_argument("--seed", type=int, default=28, help="of the --crash kill delays")
     args = parser.parse_args()
+    if args.crash:
+        crash(args.crash, args.seed, args.out)
+        return
     sizes = sorted(int(s) for s in args.sizes.split(","))
     start = time.perf_counter()
     corpus = build_corpus(sizes[-1], args.pool)

@@ -52,61 +52,130 @@ class Generation:
 
 
 class PgDense:
-    """Dense neighbours of one generation from pgvector (HNSW, cosine, iterative scan so a
-    language filter still yields k rows), scored by float32 inner product like ExactDense."""
+    """Dense neighbours of one generation from pgvector, scored by float32 inner product
+    like ExactDense. Each chunk language has its own HNSW index (cosine, a partial index,
+    postgres_schema.index_generation), so a search is one index scan per language of the
+    mask, merged by score: the k best of a union of languages are among each language's
+    k best. (One index over all chunks with a language filter had to walk past 14k chunks
+    of the other language for a query near English ones: 130 ms at 100k chunks.)
+
+    One round trip a search: the neighbours of every mask and language come back from one
+    statement (a UNION ALL of ORDER BY ... LIMIT), the vectors in pgvector's binary form;
+    the HNSW settings are set on the connection (autocommit, as PgIndex.open makes it) once,
+    not in a transaction per query."""
 
     def __init__(self, conn: Connection, table: sql.Identifier, langs: np.ndarray) -> None:
         self.conn = conn
         self.table = table
         self.langs = langs
+        # languages as small integers: which languages a mask is exactly takes two bincounts
+        names, codes = np.unique(langs.astype(str), return_inverse=True)
+        self.names, self.codes = names.tolist(), codes.reshape(-1)
+        self.sizes = np.bincount(self.codes, minlength=len(self.names))
+        self._ef: str | None = None  # hnsw.ef_search as last set on the connection
 
-    def _filter(self, among: np.ndarray | None) -> tuple[sql.Composable, list]:
-        """A WHERE clause for a boolean mask over the chunks: by language when the mask is
-        exactly some languages' chunks (the only masks search makes), else by position."""
-        if among is None or among.all():
-            return sql.SQL(""), []
-        chosen = sorted(set(self.langs[among].tolist()))
-        if np.array_equal(among, np.isin(self.langs, chosen)):
-            return sql.SQL("WHERE lang = ANY(%s)"), [chosen]
-        return sql.SQL("WHERE pos = ANY(%s)"), [np.flatnonzero(among).tolist()]
+    def _filters(self, among: np.ndarray | None, name: str) -> list[tuple[sql.Composable, dict]]:
+        """WHERE clauses whose rows together are a boolean mask over the chunks: one per
+        language when the mask is exactly some languages' chunks (the only masks search
+        makes), else one by position."""
+        if among is None:
+            among = np.ones(len(self.codes), dtype=bool)
+        counts = np.bincount(self.codes[among], minlength=len(self.names))
+        if np.array_equal(counts[counts > 0], self.sizes[counts > 0]):
+            return [
+                (sql.SQL("WHERE lang = {}").format(sql.Placeholder(f"{name}_{code}")),
+                 {f"{name}_{code}": self.names[code]})
+                for code in np.flatnonzero(counts)
+            ]  # fmt: skip
+        where = sql.SQL("WHERE pos = ANY({})").format(sql.Placeholder(name))
+        return [(where, {name: np.flatnonzero(among).tolist()})]
+
+    def _settings(self, k: int) -> None:
+        ef = str(min(max(HNSW_EF_SEARCH, k), MAX_EF_SEARCH))
+        if ef != self._ef:
+            self.conn.execute(
+                "SELECT set_config('hnsw.ef_search', %s, false), "
+                "set_config('hnsw.iterative_scan', 'strict_order', false)",
+                [ef],
+            )
+            self._ef = ef
 
     def top(self, query: np.ndarray, k: int, among: np.ndarray | None = None) -> Ranking:
-        if k <= 0 or (among is not None and not among.any()):
-            return []
-        where, params = self._filter(among)
-        ef = str(min(max(HNSW_EF_SEARCH, k), MAX_EF_SEARCH))
-        statement = sql.SQL(
-            "SELECT pos, embedding::text FROM {} {} ORDER BY embedding <=> %s::vector LIMIT %s"
-        ).format(self.table, where)
-        with self.conn.transaction():
-            self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", [ef])
-            self.conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
-            rows = self.conn.execute(statement, [*params, _vector_text(query), k]).fetchall()
-        if not rows:
-            return []
-        positions = [pos for pos, _ in rows]
-        vectors = np.stack([_parse_vector(text) for _, text in rows])
-        scores = vectors @ np.asarray(query, dtype=np.float32)
-        ranked = sorted(zip(positions, scores.tolist(), strict=True), key=lambda r: (-r[1], r[0]))
-        return ranked[:k]
+        return self.top_each(query, k, [among])[0]
+
+    def top_each(self, query: np.ndarray, k: int, masks: list[np.ndarray | None]) -> list[Ranking]:
+        """`top(query, k, mask)` for each mask, in one statement."""
+        wanted = [n for n, m in enumerate(masks) if k > 0 and (m is None or m.any())]
+        found: list[Ranking] = [[] for _ in masks]
+        if not wanted:
+            return found
+        parts, params = [], {"query": _vector_text(query), "k": k}
+        for n in wanted:
+            for where, values in self._filters(masks[n], f"among{n}"):
+                params.update(values)
+                parts.append(
+                    sql.SQL(
+                        "(SELECT {} AS part, pos, vector_send(embedding) FROM {} {} "
+                        "ORDER BY embedding <=> %(query)s::vector LIMIT %(k)s)"
+                    ).format(sql.Literal(n), self.table, where)
+                )
+        self._settings(k)
+        statement = sql.SQL(" UNION ALL ").join(parts)
+        # prepare=False: a prepared statement may switch to a generic plan, planned without
+        # the query vector and language, that uses no HNSW index
+        rows = self.conn.execute(statement, params, prepare=False, binary=True).fetchall()
+        query32 = np.asarray(query, dtype=np.float32)
+        for n in wanted:
+            mine = [(pos, data) for part, pos, data in rows if part == n]
+            if not mine:
+                continue
+            vectors = np.stack([_binary_vector(data) for _, data in mine])
+            scores = vectors @ query32
+            ranked = zip([pos for pos, _ in mine], scores.tolist(), strict=True)
+            found[n] = sorted(ranked, key=lambda r: (-r[1], r[0]))[:k]
+        return found
 
 
 class StoredCentered(LanguageCentered):
     """LanguageCentered with the per-language means read from the database (as published)
-    instead of recomputed from every embedding; its `top` is the file store's."""
+    instead of recomputed from every embedding; its `top` is the file store's, with every
+    language's neighbours fetched in one statement."""
 
     def __init__(self, dense: PgDense, langs: np.ndarray, means: dict[str, np.ndarray]) -> None:
         self.dense = dense  # type: ignore[assignment]
         self.masks = {lang: langs == lang for lang in sorted(means)}
         self.means = means
 
+    def top(self, query: np.ndarray, k: int, among: np.ndarray | None = None) -> Ranking:
+        """As LanguageCentered.top: each language's own k best, scored by cosine minus the
+        query's mean cosine over that language, then the k best of all."""
+        allowed = [mask if among is None else mask & among for mask in self.masks.values()]
+        dense: PgDense = self.dense  # type: ignore[assignment]
+        found = []
+        for lang, ranked in zip(self.masks, dense.top_each(query, k, allowed), strict=True):
+            offset = float(query @ self.means[lang])
+            found += [(i, s - offset) for i, s in ranked]
+        return sorted(found, key=lambda item: (-item[1], item[0]))[:k]
+
 
 def _vector_text(vector: np.ndarray) -> str:
     return "[" + ",".join(repr(v) for v in np.asarray(vector, dtype=np.float32).tolist()) + "]"
 
 
-def _parse_vector(text: str) -> np.ndarray:
-    return np.array(text[1:-1].split(","), dtype=np.float32)
+def _binary_array(data: bytes, element: str) -> np.ndarray:
+    """A one-dimensional array without NULLs in PostgreSQL's binary form (array_send): a
+    header (dimensions, NULL flag, element type, then length and lower bound per
+    dimension), then each element as its byte length and its big-endian value."""
+    if int.from_bytes(data[:4], "big") == 0:  # no dimensions: an empty array
+        return np.empty(0, dtype=element)
+    items = np.frombuffer(data, dtype=[("length", ">i4"), ("value", element)], offset=20)
+    return items["value"]
+
+
+def _binary_vector(data: bytes) -> np.ndarray:
+    """pgvector's binary form (vector_send): int16 dimension, int16 unused, then the values
+    as big-endian float32; the same float32 values as the stored ones."""
+    return np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)
 
 
 class PgIndex:
@@ -193,17 +262,23 @@ class PgIndex:
         return current
 
     def bm25(self, query_terms: list[str]) -> BM25:
-        """BM25 restricted to the query's terms: their postings and idf, as stored."""
+        """BM25 restricted to the query's terms: their postings and idf, as stored. The
+        postings arrays come in PostgreSQL's binary form (array_send), read by numpy: at
+        100k chunks a query's terms hold tens of thousands of postings, and turning each
+        into a Python number cost more than the rest of the search."""
         rows = self.conn.execute(
-            sql.SQL("SELECT term, idf, chunks, weights FROM {} WHERE term = ANY(%s)").format(
-                self.bm25_table
-            ),
+            sql.SQL(
+                "SELECT term, idf, array_send(chunks), array_send(weights) FROM {} "
+                "WHERE term = ANY(%s)"
+            ).format(self.bm25_table),
             [sorted(set(query_terms))],
+            binary=True,
         ).fetchall()
-        lengths = [len(chunks) for _, _, chunks, _ in rows]
-        indptr = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        indices = np.array([p for _, _, chunks, _ in rows for p in chunks], dtype=np.int32)
-        data = np.array([w for _, _, _, weights in rows for w in weights], dtype=np.float64)
+        chunks = [_binary_array(data, ">i4") for _, _, data, _ in rows]
+        weights = [_binary_array(data, ">f8") for _, _, _, data in rows]
+        indptr = np.concatenate([[0], np.cumsum([len(c) for c in chunks], dtype=np.int64)])
+        indices = np.concatenate([np.empty(0, np.int32), *chunks]).astype(np.int32)
+        data = np.concatenate([np.empty(0, np.float64), *weights]).astype(np.float64)
         shape = (self.generation.chunks, len(rows))
         matrix = sparse.csc_matrix((data, indices, indptr), shape=shape)
         idf = np.array([idf for _, idf, _, _ in rows], dtype=np.float64)

@@ -6,20 +6,27 @@
     languages            per generation and chunk language: chunk count and mean embedding
                          (the centring of retrieval.dense.LanguageCentered)
     chunks_NNNNNN        one table per generation: chunk text, metadata, exact offsets, BM25
-                         terms and the embedding (pgvector, HNSW index, cosine)
+                         terms and the embedding (pgvector, one HNSW index per chunk
+                         language: partial, WHERE lang = ..., cosine), stored
+                         inline (STORAGE PLAIN, not TOASTed: an exact scan or the heap
+                         fetch after an index scan reads each vector from its row)
     bm25_NNNNNN          one table per generation: per term its document frequency, Okapi idf
                          and postings (chunk positions and saturated term weights)
 
 A table per generation gives each its own HNSW graph and embedding dimension, and lets an
 old generation go with one DROP. Writers are serialized by a transaction-level advisory
 lock keyed on the schema name.
+
+Layout versions: 1 the first; 2 the embedding column STORAGE PLAIN and one partial HNSW
+index per chunk language instead of one over all chunks (a layout-1 schema is read by
+nothing newer: drop it and ingest again).
 """
 
 from psycopg import Connection, sql
 
 from retrieval.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_SCHEMA = "bitrag"
 
 
@@ -141,6 +148,14 @@ def create_generation_tables(conn: Connection, schema: str, generation: int, dim
             embedding vector({}) NOT NULL)"""
         ).format(chunks_table(schema, generation), sql.Literal(dim))
     )
+    # Out of line (the default for a row over 2 kB), each vector read costs a TOAST lookup:
+    # 35 of 36 buffer reads of an exact scan at 10k chunks; the planner, seeing a small
+    # heap, also prefers that scan to the HNSW index.
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN").format(
+            chunks_table(schema, generation)
+        )
+    )
     conn.execute(
         sql.SQL(
             """CREATE TABLE {} (
@@ -158,14 +173,20 @@ HNSW_EF_CONSTRUCTION = 200
 
 
 def index_generation(conn: Connection, schema: str, generation: int) -> None:
-    """The HNSW index (cosine) over the embeddings and the language index of a loaded table."""
+    """The HNSW indexes (cosine) over the embeddings, one per chunk language (a partial
+    index: a language-scoped search walks only that language's graph), and the language
+    index of a loaded table."""
     chunks = chunks_table(schema, generation)
-    conn.execute(
-        sql.SQL(
-            "CREATE INDEX ON {} USING hnsw (embedding vector_cosine_ops) "
-            "WITH (m = {}, ef_construction = {})"
-        ).format(chunks, sql.Literal(HNSW_M), sql.Literal(HNSW_EF_CONSTRUCTION))
-    )
+    rows = conn.execute(sql.SQL("SELECT DISTINCT lang FROM {} ORDER BY lang").format(chunks))
+    for (lang,) in rows.fetchall():
+        conn.execute(
+            sql.SQL(
+                "CREATE INDEX ON {} USING hnsw (embedding vector_cosine_ops) "
+                "WITH (m = {}, ef_construction = {}) WHERE lang = {}"
+            ).format(
+                chunks, sql.Literal(HNSW_M), sql.Literal(HNSW_EF_CONSTRUCTION), sql.Literal(lang)
+            )
+        )
     conn.execute(sql.SQL("CREATE INDEX ON {} (lang)").format(chunks))
     conn.execute(sql.SQL("ANALYZE {}").format(chunks))
 
