@@ -12,11 +12,11 @@ from langgraph.runtime import Runtime
 
 from agent import evidence as ev
 from agent import followup, prompts, reader, routing, semantic, toolcall
+from agent.read import headings, read_texts
 from agent.render import where
 from agent.runtime.context import fit
 from agent.state import Context, State
 from agent.verify import MAX_SENTENCES, finished, said, unsupported, verify
-from retrieval.chunking import Chunk
 from retrieval.store import Hit
 from retrieval.tokenize import language, tokenize
 
@@ -158,46 +158,17 @@ def _evidence_in(state: State, ctx: Context, chosen: Hit, others: list[Hit]) -> 
     return evidence or ev.opening(chosen)
 
 
-def _read_texts(state: State) -> tuple[str, ...]:
-    """The text of every passage the model read, when it wrote from them: what they state
-    backs its answer (the model draws on all of them, the picked one first)."""
-    if not state["picked"]:
-        return ()
-    return tuple(s for h in state["passages"] for s in ev.sentences(h.chunk.text))
-
-
-def _section(chunk: Chunk) -> str:
-    """What a chunk's text is about: its heading path and the headings written inside it."""
-    inside = [line for line in chunk.text.splitlines() if line.lstrip().startswith("#")]
-    return " ".join([chunk.heading, *inside])
-
-
-def _headings(state: State) -> dict[str, str]:
-    """The section (`_section`) each evidence quote and read sentence stands in: a section
-    about ColBERT says "32 tokens" without naming ColBERT again."""
-    hits = [*state.get("hits", []), *state.get("passages", [])]
-    chunks = {h.chunk.chunk_id: h.chunk for h in hits}
-    found = {
-        e.quote: _section(chunks[e.chunk_id]) for e in state["evidence"] if e.chunk_id in chunks
-    }
-    if state.get("picked"):
-        found |= {
-            s: _section(h.chunk) for h in state["passages"] for s in ev.sentences(h.chunk.text)
-        }
-    return found
-
-
 def _draft(state: State, ctx: Context, messages) -> str:
     """The model's answer. Each sentence reaches whoever listens once it has ended and the
     evidence backs it (`unsupported`, agent/verify.py): a sentence that states what the
     notes do not is never shown, and ends the draft, as MAX_SENTENCES do."""
-    quotes, read = [e.quote for e in state["evidence"]], _read_texts(state)
-    headings = _headings(state)
+    quotes, read = [e.quote for e in state["evidence"]], read_texts(state)
+    sections = headings(state)
     emit = get_stream_writer()
     emit({"evidence": [e.as_dict() for e in state["evidence"]]})  # shown while the model writes
 
     def backed(text: str) -> bool:
-        return not unsupported(text, state["question"], quotes, ctx.weights, read, headings)
+        return not unsupported(text, state["question"], quotes, ctx.weights, read, sections)
 
     draft = shown = ""
     for piece in ctx.llm.stream(messages, MAX_ANSWER_TOKENS, STOP):
@@ -248,10 +219,8 @@ def check(state: State, runtime: Runtime[Context]) -> State:
     back, only when the cut-off backs the quote and the reader confirms it (else abstain)."""
     quotes = [e.quote for e in state["evidence"]]
     draft = _PASSAGE_MARKS.sub("", state["draft"]) if state["picked"] else state["draft"]
-    weights = runtime.context.weights
-    verdict = verify(
-        draft, state["question"], quotes, weights, _read_texts(state), _headings(state)
-    )
+    weights, read, sections = runtime.context.weights, read_texts(state), headings(state)
+    verdict = verify(draft, state["question"], quotes, weights, read, sections)
     reads = runtime.context.reader and state["picked"]
     reason, confirmed = ("" if verdict.ok else verdict.reason), {}
     if verdict.ok and reads:

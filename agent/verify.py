@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.evidence import NUMBER, TermWeights, sentences
+from agent.wording import common_words, written_in
 from retrieval.tokenize import tokenize
 
 _MARKER = re.compile(r"\[(\d+)\]")
@@ -327,14 +328,6 @@ def _new_terms(text: str, question: str) -> set[str]:
     return set(tokenize(_MARKER.sub("", text))) - set(tokenize(question))
 
 
-def _written_in(term: str, backing: str) -> bool:
-    """Whether a Korean term is in the backing text as written: Kiwi splits a word by its
-    context ("이진 마스크" gives 이진, "것: 이진 마스크" gives 진), so a term of the answer
-    may be no term of the evidence that says it. One syllable alone says too little to be
-    a claim (a particle Kiwi left, 후 "after")."""
-    return not term.isascii() and (len(term) == 1 or term in backing)
-
-
 def unsupported(
     text: str,
     question: str,
@@ -356,7 +349,8 @@ def unsupported(
         t
         for t in _new_terms(text, question)
         if _root(t) not in support_terms
-        and not _written_in(t, backing)
+        and not written_in(t, backing)
+        and t not in common_words()
         and (not weights.known(t) or weights.weight(t) >= RARE_WEIGHT)
     )
     return f"terms not in the evidence: {', '.join(foreign)}" if foreign else ""
