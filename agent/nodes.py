@@ -27,7 +27,7 @@ CONTEXT_CHUNKS = 0  # chunk text shown after the evidence (more costs prompt tim
 LEXICAL_ENOUGH = 0.8  # BM25 coverage above which hybrid retrieval skips the dense ranker
 REWRITE_DEPTH = 2  # the rewritten query looks twice as deep
 PICKED_EVIDENCE = 2  # sentences from the passage the reader picked; one more from the others
-KOREAN_HINT = "`make install-qwen` adds a model that writes answers in Korean."
+KOREAN_HINT = "`make install-qwen-1.5b` adds a model that reads and answers Korean."
 _PASSAGE_MARKS = re.compile(r"\s*\[\d+\]")  # the write job cites passages, not evidence
 
 

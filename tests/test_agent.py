@@ -29,7 +29,7 @@ def test_korean_question_on_the_english_model_is_quoted(run_json, home_with_samp
     result = run_json("ask", "LoRA는 어떤 행렬을 학습하나요?")
     assert result["mode"] == "quoted"
     assert has_hangul(result["answer"]) and has_hangul(result["evidence"][0]["quote"])
-    assert "make install-qwen" in result["note"]
+    assert "make install-qwen-1.5b" in result["note"]
     assert result["answer"].startswith(result["evidence"][0]["quote"])
 
 
