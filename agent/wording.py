@@ -10,9 +10,10 @@ from retrieval.errors import UserError
 @cache
 def common_words() -> frozenset[str]:
     """Everyday English words: the whole words of the embedded embedder's 30,522-entry
-    vocabulary ("took", "approximately", "uniform"; not "mantissa", "SparseGPT", "GGUF"). A
-    word every English text may use is no claim the evidence must back; a wrong one is the
-    reader's confirm job to refuse (agent/reader.py)."""
+    vocabulary ("took", "approximately", "uniform"; not "mantissa", "SparseGPT", "GGUF"). In
+    a reader model's draft such a word is no claim the evidence must back: a wrong one is the
+    reader's confirm job to refuse (agent/reader.py). A draft no model confirms (the cut-off
+    path) is held to every word."""
     try:
         vocabulary = (embedded_embedder_path() / "vocab.txt").read_text(encoding="utf-8")
     except (OSError, UserError):

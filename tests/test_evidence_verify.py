@@ -314,11 +314,14 @@ def test_a_korean_term_written_in_the_evidence_backs_the_answer_however_kiwi_spl
     assert not verdict.ok and "삼진" in verdict.reason
 
 
-def test_everyday_english_is_no_claim_but_a_rare_name_is():
+def test_everyday_english_in_a_readers_draft_is_no_claim_but_a_rare_name_is():
     line = "SparseGPT prunes OPT-175B to 50% sparsity in about four GPU hours."
     weights = _weights(line, PROSE, TABLE, KOREAN)
     question = "How long did SparseGPT need to prune OPT-175B?"
     answer = "It took SparseGPT about four GPU hours to prune OPT-175B."
-    assert "took" not in tokenize(line) and verify(answer, question, [line], weights).ok
-    verdict = verify("SmoothQuant took about four GPU hours.", question, [line], weights)
+    read = (line,)  # a reader model wrote it from the passages it read, and confirms it
+    assert "took" not in tokenize(line) and verify(answer, question, [line], weights, read).ok
+    verdict = verify("SmoothQuant took about four GPU hours.", question, [line], weights, read)
     assert not verdict.ok and verdict.reason == "terms not in the evidence: smoothquant"
+    unread = verify(answer, question, [line], weights)  # no reader: nothing confirms it
+    assert not unread.ok and unread.reason == "terms not in the evidence: took"
