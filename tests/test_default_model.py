@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.assemble import DEFAULT_PACK, default_model, make_agent
+from agent import assemble
+from agent.assemble import DEFAULT_PACK, default_model, make_agent, reader_on
 from agent.runtime import packs
 from retrieval.paths import bitrag_home
 from retrieval.store import Index
@@ -34,7 +35,20 @@ def test_without_the_pack_the_embedded_model_answers(sample_index: Path):
 def test_the_installed_pack_answers_by_default(installed: Path, sample_index: Path):
     assert default_model(None, None) == DEFAULT_PACK
     context = make_agent(Index.load(sample_index)).context
-    assert context.reader is True and context.model_languages == frozenset({"en", "ko"})
+    assert context.model_languages == frozenset({"en", "ko"})
+    assert context.reader is False  # a 135M model under the pack's name: too small to read
+
+
+def test_a_model_of_a_billion_weights_or_more_is_the_reader(
+    installed: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The GGUF header's weight count decides (the embedded model holds 134,515,008)."""
+    monkeypatch.delenv("BITRAG_READER", raising=False)
+    assert assemble.READER_MIN_PARAMETERS == 1_000_000_000
+    assert reader_on(DEFAULT_PACK, None) is False
+    monkeypatch.setattr(assemble, "READER_MIN_PARAMETERS", 134_515_008)
+    assert reader_on(DEFAULT_PACK, None) is True and reader_on(None, None) is True
+    assert reader_on(DEFAULT_PACK, "http://127.0.0.1:9/v1") is False  # a server: unknown
 
 
 def test_doctor_checks_the_model_ask_answers_with(run, run_json, installed: Path):

@@ -36,6 +36,7 @@ class GGUFInfo:
     file_type: str  # e.g. "Q4_1", from general.file_type; "unknown" when absent
     bits_per_weight: float  # stored bits over all tensors: sum(bytes) * 8 / sum(elements)
     layers: int = 0  # transformer blocks, from <architecture>.block_count (0 when absent)
+    parameters: int = 0  # weights over all tensors
 
 
 def embedded_model_path() -> Path:
@@ -112,7 +113,8 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     arch = str(header.metadata.get("general.architecture", "unknown"))
     file_type = _file_type(header.metadata.get("general.file_type"))
     layers = int(header.metadata.get(f"{arch}.block_count") or 0)
-    return GGUFInfo(path, size, arch, len(header.tensor_bytes), file_type, bits, layers)
+    tensors = len(header.tensor_bytes)
+    return GGUFInfo(path, size, arch, tensors, file_type, bits, layers, n_elements)
 
 
 def _example_inside(directory: Path) -> str:
