@@ -48,7 +48,10 @@ def _model(model: str | None, problems: list[dict]) -> dict:
     when installed and none is named: agent.assemble `default_model`), then the load."""
     from agent.assemble import default_model
 
-    model = model or default_model(None, None)
+    try:
+        model = model or default_model(None, None)
+    except UserError:
+        pass  # no usable BITRAG_HOME, so no pack: the embedded model (_home says what is wrong)
     report: dict = {"name": model or "embedded", "path": None, "sha256_ok": None, "loads": None}
     try:
         path = resolve_model(model)
