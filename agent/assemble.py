@@ -52,18 +52,16 @@ def model_languages(model: str | None, llm_url: str | None) -> frozenset[str] | 
     return None
 
 
-def reader_on(model: str | None, llm_url: str | None) -> bool:
+def reader_on(parameters: int | None) -> bool:
     """Whether the model decides which passage answers (agent/reader.py): BITRAG_READER=on or
-    off, else (auto) on for a local model of READER_MIN_PARAMETERS or more; a server's model
-    is unknown, so off."""
-    from agent.runtime.model_file import inspect_gguf, resolve_model
-
+    off, else (auto) on for a local model of READER_MIN_PARAMETERS weights or more (the count
+    in its GGUF header); a server's model (None) is unknown, so off."""
     choice = os.environ.get("BITRAG_READER", "auto").strip().lower() or "auto"
     if choice not in ("on", "off", "auto"):
         raise UserError(f"BITRAG_READER is {choice!r}: use on, off or auto")
     if choice != "auto":
         return choice == "on"
-    return not llm_url and inspect_gguf(resolve_model(model)).parameters >= READER_MIN_PARAMETERS
+    return parameters is not None and parameters >= READER_MIN_PARAMETERS
 
 
 # As the reader, on the first 60 test questions (eval.bench.answers), Qwen2.5-Coder-1.5B hit
@@ -229,8 +227,10 @@ def make_agent(
     default is `default_model`'s."""
     refuse_server_lora(llm_url or os.environ.get("BITRAG_LLM_URL"), lora)
     model = model or default_model(llm_url, lora)
+    parameters = None
     if not llm_url:
-        info = checked_model(model)  # a bad model file is named now, not when first needed
+        info = checked_model(model)
+        parameters = info.parameters  # a bad model file is named now, not when first needed
         if lora:
             check_adapter(Path(lora).expanduser(), info.path)  # and so is a bad adapter
     context = Context(
@@ -238,7 +238,7 @@ def make_agent(
         load_llm=lambda: load_llm(model, llm_url, lora),
         weights=TermWeights(index.bm25),
         model_languages=model_languages(model, llm_url),
-        reader=reader_on(model, llm_url),
+        reader=reader_on(parameters),
         tools=[*local_tools(), *(extra_tools or [])],
     )
     if session is None:

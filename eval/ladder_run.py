@@ -126,6 +126,7 @@ def _source(source: str | None, memo: Path) -> dict:
         "quantized": quantized,
         "sha256": eval_cache.sha256_file(info.path, memo),
         "layers": info.layers,
+        "parameters": info.parameters,
     }
 
 
@@ -320,7 +321,7 @@ def run_eval(opts: Options, progress: Callable[[str], None] | None = None) -> di
             "ids": [q.id for q in questions],
             "index": manifest,
         }
-        reader = reader_on(opts.source, None)
+        reader = reader_on(source["parameters"])
         answering = {"languages": languages, "reader": reader, "keys": keys}
         rows = answer_rows(rungs, questions, index, answering, cache, say, lora)
     say("scoring")

@@ -40,15 +40,15 @@ def test_the_installed_pack_answers_by_default(installed: Path, sample_index: Pa
 
 
 def test_a_model_of_a_billion_weights_or_more_is_the_reader(
-    installed: Path, monkeypatch: pytest.MonkeyPatch
+    installed: Path, sample_index: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """The GGUF header's weight count decides (the embedded model holds 134,515,008)."""
     monkeypatch.delenv("BITRAG_READER", raising=False)
     assert assemble.READER_MIN_PARAMETERS == 1_000_000_000
-    assert reader_on(DEFAULT_PACK, None) is False
+    assert make_agent(Index.load(sample_index)).context.reader is False
     monkeypatch.setattr(assemble, "READER_MIN_PARAMETERS", 134_515_008)
-    assert reader_on(DEFAULT_PACK, None) is True and reader_on(None, None) is True
-    assert reader_on(DEFAULT_PACK, "http://127.0.0.1:9/v1") is False  # a server: unknown
+    assert make_agent(Index.load(sample_index)).context.reader is True
+    assert reader_on(134_515_008) is True and reader_on(None) is False  # None: a server
 
 
 def test_doctor_checks_the_model_ask_answers_with(run, run_json, installed: Path):
