@@ -78,6 +78,27 @@ def _table_rows(lines: list[str]) -> list[str]:
     ]
 
 
+_CELL = re.compile(r"([^,:]{1,40}): (.+)")
+NAMED_HEADER = 0.5  # share of a column name's terms the question must hold to name it
+
+
+def named_cells(row: str, question: str) -> str | None:
+    """A table row ("Format: bfloat16, Sign: 1, Exponent: 8, ...") cut to its first cell,
+    what the row is about, and the cells whose column the question names; None when the
+    sentence is no such row or the question names no column, or every one."""
+    cells = [_CELL.fullmatch(c) for c in re.split(r", (?=[^,:]{1,40}: )", row)]
+    if len(cells) < 3 or not all(cells):
+        return None
+    asked = set(tokenize(question))
+
+    def named(header: str) -> bool:
+        terms = set(tokenize(header))
+        return bool(terms) and len(terms & asked) >= NAMED_HEADER * len(terms)
+
+    kept = [c[0] for i, c in enumerate(cells) if i == 0 or named(c[1])]
+    return ", ".join(kept) if 1 < len(kept) < len(cells) else None
+
+
 def _joins_next(line: str, following: str) -> bool:
     """Whether `following` continues `line`: a lead-in ending in ":", or a hard-wrapped
     line (pdf text) that has not ended its sentence and runs on in lower case."""

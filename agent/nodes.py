@@ -290,14 +290,16 @@ def _gate(state: State, runtime: Runtime[Context]) -> bool:
 
 
 def quote(state: State, note: str = "") -> State:
-    """The best evidence passage, verbatim, as the answer; when the question asks two things
-    and the next passage comes from the same note, that one too."""
+    """The best evidence passage, verbatim, as the answer (a table row: only its cells the
+    question names); when the question asks two things and the next passage comes from the
+    same note, that one too."""
     best, *others = state["evidence"]
     two = ev.asks_two_things(state["question"])
     second = [e for e in others[:1] if two and e.source == best.source]
     quoted = list(enumerate([best, *second], 1))
     note = "; ".join(n.rstrip(".") for n in (note, _meaning_note(state)) if n)
-    answer = " ".join(f"{e.quote} [{n}]" for n, e in quoted)
+    question = state["question"]
+    answer = " ".join(f"{ev.named_cells(e.quote, question) or e.quote} [{n}]" for n, e in quoted)
     citations = _citations(state, [n for n, _ in quoted])
     update = {"answer": answer, "mode": "quoted", "citations": citations, "note": note}
     return update | {"evidence": state["evidence"]}

@@ -44,6 +44,9 @@ def test_a_draft_sentence_the_notes_do_not_back_is_never_shown(
     question = "What are the sign, exponent and mantissa bit counts of bfloat16?"
     result = run_json("ask", question)
     assert result["mode"] == "quoted" and result["draft"], result
+    # the table row, cut to what it is about and the columns asked for; the evidence is whole
+    assert result["answer"] == "Format: bfloat16, Sign: 1, Exponent: 8, Mantissa: 7 [1]"
+    assert "Bias: 127" in result["evidence"][0]["quote"]
     shown = run("ask", question)
     assert shown.exit_code == 0, shown.output
     lines = shown.stdout.splitlines()

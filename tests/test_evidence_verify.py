@@ -2,7 +2,14 @@
 (real Kiwi, real BM25; no model needed)."""
 
 from agent import semantic
-from agent.evidence import TermWeights, asks_two_things, select, sentences, unknown_specifics
+from agent.evidence import (
+    TermWeights,
+    asks_two_things,
+    named_cells,
+    select,
+    sentences,
+    unknown_specifics,
+)
 from agent.followup import is_follow_up, resolve
 from agent.routing import expression_in, route
 from agent.verify import drop_repeats, finished, has_repeat, said, unsupported, verify
@@ -37,6 +44,16 @@ def test_table_rows_become_sentences_that_name_their_columns():
         "Format: float16, Sign: 1, Exponent: 5, Mantissa: 10",
         "Format: bfloat16, Sign: 1, Exponent: 8, Mantissa: 7",
     ]
+
+
+def test_a_quoted_row_keeps_what_it_is_about_and_the_columns_asked_for():
+    row = sentences(TABLE)[1]
+    assert named_cells(row, "How many exponent bits does bfloat16 have?") == (
+        "Format: bfloat16, Exponent: 8"
+    )
+    assert named_cells(row, "What is bfloat16?") is None  # no column named: the whole row
+    assert named_cells(row, "sign, exponent and mantissa of bfloat16?") is None  # every one
+    assert named_cells("float16, Sign: 1, Exponent: 5", "sign?") is None  # a headless cell
 
 
 def test_korean_sentences_are_split_by_kiwi():
