@@ -74,6 +74,7 @@ class TuneOptions:
     steps: int = 50
     lr: float = 1e-3
     limit: int | None = None
+    corpus: Path | None = None  # indexed into `index` first when that holds no index yet
 
 
 @dataclass
@@ -236,7 +237,7 @@ def tune(options: TuneOptions, say: Say) -> dict:
     check_options(options)
     student = checked_model(options.student or str(embedded_model_path())).path
     teacher, chosen = choose_teacher(options.teacher, student)
-    index = open_index(options.index)  # no index: one line saying how to build one
+    index = open_index(options.index, options.corpus)  # none: one line saying how to build it
     say(f"student: {student.name}; {chosen}")
     options.out.mkdir(parents=True, exist_ok=True)
     pairs = kept_pairs(index, options, teacher, say)

@@ -233,6 +233,17 @@ def test_an_index_of_eval_answers_only_is_refused_with_one_line(run, tmp_path: P
     assert not (tmp_path / "out" / "adapter.gguf").exists()
 
 
+def test_in_a_new_home_tune_indexes_the_sample_notes_first_as_ask_does(run, home, tmp_path):
+    """The 135M, teacher of itself, may write no pair that passes the check from one chunk:
+    then that is the one line; either way the notes were indexed and read, not refused."""
+    result = run("tune", "--limit", "1", "--steps", "1", "--out", str(tmp_path / "out"))
+    assert (home / "index" / "CURRENT").is_file()
+    assert "1 chunk(s) chosen of " in result.stderr and "pair 1/1: " in result.stderr
+    written = (tmp_path / "out" / "adapter.gguf").is_file()
+    assert (result.exit_code == 0) == written, result.output
+    assert written or result.stderr.splitlines()[-1].startswith("Error: the teacher wrote no pair")
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
@@ -241,7 +252,6 @@ def test_an_index_of_eval_answers_only_is_refused_with_one_line(run, tmp_path: P
         (["--rank", "0"], "--rank must be at least 1, not 0"),
         (["--out", "FILE"], "is a file: give a folder for the adapter"),
         (["--index", "EMPTY"], "no index at"),
-        ([], "no index at"),  # the default index, which does not exist in a new home
     ],
 )
 def test_bad_input_is_one_line_and_a_failing_exit(run, tmp_path: Path, extra, expected):

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from agent.cli.common import INDEX_HELP, index_dir, print_json
+from retrieval.paths import SAMPLE_CORPUS
 
 STUDENT_HELP = "Model to tune: a GGUF file or a registered name (default: the embedded model)."
 TEACHER_HELP = (
@@ -42,7 +43,10 @@ def tune(
     from eval.tune import tune as run_tune
 
     out = Path(out_dir).expanduser()
-    options = TuneOptions(index_dir(index), out, student, teacher, rank, alpha, steps, lr, limit)
+    corpus = None if index else SAMPLE_CORPUS  # the default index, as `ask` builds it
+    options = TuneOptions(
+        index_dir(index), out, student, teacher, rank, alpha, steps, lr, limit, corpus
+    )
     summary = run_tune(options, lambda line: click.echo(line, err=True))
     if as_json:
         print_json(summary)
