@@ -2,8 +2,9 @@
 
 The run, start to finish: check the options; pick the teacher (given, else the strongest
 installed pack, else the student itself for a smoke run); have it write pairs from the
-index's chunks outside the eval's source notes (eval/tune_data.py, cached in --out); load the
-student dequantized into torch with LoRA adapters (eval/lora.py); train. The loss is
+index's chunks outside the eval's source notes (eval/tune_data.py, cached in --out), each
+put to the student as the agent would put it (the reader's write job, or the evidence answer
+prompt below the reader's size); load the student dequantized into torch with LoRA adapters (eval/lora.py); train. The loss is
 cross-entropy on the teacher's answers, mixed as ALPHA_CE CE + (1 - ALPHA_CE) T^2 KL with
 the teacher's next-token distributions at temperature TEMPERATURE when the two models share
 a vocabulary (eval/tune_tokens.py); otherwise the teacher's answers are the only signal
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from agent.assemble import reader_on
+from agent.evidence import TermWeights
 from agent.runtime.model_file import checked_model, embedded_model_path
 from agent.runtime.registry import path_of
 from eval.eval_cache import sha256_file
@@ -43,7 +46,7 @@ from eval.lora import (
     train_step,
 )
 from eval.lora_gguf import export_adapter, write_sidecar
-from eval.tune_data import Pair, generate_pairs
+from eval.tune_data import Pair, generate_pairs, practice_messages
 from eval.tune_tokens import (
     Example,
     batch_teacher_logits,
@@ -235,13 +238,24 @@ def tune(options: TuneOptions, say: Say) -> dict:
     """The whole run; the summary printed at the end."""
     started = time.perf_counter()
     check_options(options)
-    student = checked_model(options.student or str(embedded_model_path())).path
+    info = checked_model(options.student or str(embedded_model_path()))
+    student = info.path
     teacher, chosen = choose_teacher(options.teacher, student)
     index = open_index(options.index, options.corpus)  # none: one line saying how to build it
     say(f"student: {student.name}; {chosen}")
     options.out.mkdir(parents=True, exist_ok=True)
     pairs = kept_pairs(index, options, teacher, say)
-    examples = student_examples(student, [(p.messages, p.answer) for p in pairs])
+    reads = reader_on(info.parameters)
+    say(
+        "practice: the reader's write job over the passage, as the agent asks this student"
+        if reads
+        else "practice: an answer from numbered evidence, as the agent asks this student "
+        "(below the reader's size)"
+    )
+    chunks = {c.chunk_id: c for c in index.chunks}
+    weights = TermWeights(index.bm25)
+    practice = [(practice_messages(p, chunks[p.chunk_id], reads, weights), p.answer) for p in pairs]
+    examples = student_examples(student, practice)
     kl = shared_vocabulary(student, teacher)
     say(
         f"distillation: CE on the teacher's answers + KL to its next-token distributions "
@@ -276,6 +290,7 @@ def tune(options: TuneOptions, say: Say) -> dict:
         "teacher": str(teacher),
         "teacher_choice": chosen,
         "distillation": "ce+kl" if kl else "sequence-level",
+        "practice": "reader-write" if reads else "evidence-answer",
         "pairs": len(pairs),
         "rank": config.rank,
         "alpha": config.alpha,

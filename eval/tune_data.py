@@ -6,8 +6,11 @@ answers, then answers it under the agent's own write prompt (agent/reader.py
 and the write job in the user message). A pair is kept only when that answer passes the
 check the agent applies to its own drafts (agent/verify.py `verify`, against the chunk's
 sentences, with TermWeights over the index's BM25, as agent/nodes.py `check` does) and is
-not an abstention (agent/reader.py `declined`). The student is trained on exactly the
-messages the teacher answered, so tuning practises the task the agent gives it.
+not an abstention (agent/reader.py `declined`). The student practises the task the agent
+gives it (`practice_messages`): a student that reads (agent/assemble.py `reader_on`: a
+billion weights or more) trains on exactly the write prompt the teacher answered; a smaller
+one, which the agent asks to answer from numbered evidence sentences (agent/prompts.py),
+trains on that prompt, with the evidence the agent would choose from the chunk.
 
 Held-out guarantee: a chunk that could answer an eval question (data/eval/qa.jsonl, every
 split) is never shown to the teacher nor used for training: a chunk of a note named in some
@@ -34,7 +37,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent.evidence import TermWeights, sentences
+from agent.evidence import TermWeights, select, sentences
+from agent.prompts import answer_messages
 from agent.reader import declined, write_messages
 from agent.runtime.llm import LLM, Messages
 from agent.verify import verify
@@ -152,6 +156,16 @@ def make_pair(key: str, chunk: Chunk, teacher: LLM, weights: TermWeights) -> Pai
     draft = teacher.chat(messages, ANSWER_TOKENS, ANSWER_STOP)
     answer, reason = check_answer(draft, question, chunk, weights)
     return Pair(key, chunk.chunk_id, chunk.source, question, answer, messages, reason)
+
+
+def practice_messages(pair: Pair, chunk: Chunk, reads: bool, weights: TermWeights) -> Messages:
+    """The prompt the agent gives the student for the pair's question over its chunk: the
+    reader's write job (the teacher's own messages) or the evidence answer prompt."""
+    if reads:
+        return pair.messages
+    hit = Hit(1, 0.0, chunk)
+    evidence = select(pair.question, [hit], weights)
+    return answer_messages(pair.question, evidence, [hit], language(pair.question))
 
 
 def cached_pairs(path: Path) -> dict[str, Pair]:

@@ -16,7 +16,8 @@ import torch
 from torch import Generator
 
 from agent.evidence import TermWeights, sentences
-from agent.reader import declined
+from agent.prompts import SYSTEM
+from agent.reader import declined, write_messages
 from agent.runtime.llm import LocalLLM
 from agent.verify import verify
 from eval.dataset import load_questions
@@ -24,15 +25,17 @@ from eval.lora import LoraConfig, LoraLinear, make_optimizer
 from eval.tune import Training, resume, save_checkpoint
 from eval.tune_data import (
     PAIRS_FILE,
+    Pair,
     check_answer,
     generate_pairs,
     held_out_sources,
     is_held_out,
+    practice_messages,
     select_chunks,
 )
 from eval.tune_tokens import student_examples
 from retrieval.chunking import Chunk
-from retrieval.store import Index, ingest, open_index
+from retrieval.store import Hit, Index, ingest, open_index
 
 # The 135M model answers "What is the purpose of X?" in the note's own words when the note
 # says what the purpose is (measured: the lamp's pair is kept, the ferry's is not).
@@ -147,6 +150,22 @@ def test_the_prompt_is_the_students_chat_template_and_the_answer_ends_it(model_p
     assert text == expected
 
 
+def test_the_student_practises_the_prompt_the_agent_gives_it(notes_index: Path):
+    """A reader (1e9 weights or more) practises the write job the teacher answered; a
+    smaller student the evidence answer prompt the agent's cut-off path gives it."""
+    index = Index.load(notes_index)
+    chunk = next(c for c in index.chunks if "reading lamp" in c.text)
+    question = "What is the purpose of the reading lamp?"
+    written = write_messages(question, [Hit(1, 0.0, chunk)], 1, "en")
+    pair = Pair("k", chunk.chunk_id, chunk.source, question, "To light the desk.", written, "")
+    weights = TermWeights(index.bm25)
+    assert practice_messages(pair, chunk, True, weights) == written
+    system, user = practice_messages(pair, chunk, False, weights)
+    assert system["content"] == SYSTEM.format(language="English")
+    assert "[1] The purpose of the reading lamp is to light the desk at night." in user["content"]
+    assert user["content"].endswith(f"Question: {question}")
+
+
 def _steps(stderr: str) -> list[tuple[int, float, float]]:
     """(step, loss, kl) of every progress line."""
     found = re.findall(r"^step (\d+)/\d+ loss ([\d.]+) \(ce [\d.]+, kl ([\d.]+)\)", stderr, re.M)
@@ -163,6 +182,7 @@ def test_tune_trains_exports_an_adapter_llama_cpp_applies_and_resumes(
     print(first.stderr, first.stdout)
     assert "teacher: the student itself" in first.stderr
     assert "distillation: CE on the teacher's answers + KL" in first.stderr
+    assert "practice: an answer from numbered evidence" in first.stderr  # 135M: no reader
     steps = _steps(first.stderr)
     assert [s for s, _, _ in steps] == [1, 2, 3]
     assert steps[0][2] < 0.05  # the same model in torch and llama.cpp, at the same positions
