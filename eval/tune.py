@@ -4,10 +4,11 @@ The run, start to finish: check the options; pick the teacher (given, else the s
 installed pack, else the student itself for a smoke run); have it write pairs from the
 index's chunks outside the eval's source notes (eval/tune_data.py, cached in --out), each
 put to the student as the agent would put it (the reader's write job, or the evidence answer
-prompt below the reader's size); load the student dequantized into torch with LoRA adapters (eval/lora.py); train. The loss is
-cross-entropy on the teacher's answers, mixed as ALPHA_CE CE + (1 - ALPHA_CE) T^2 KL with
-the teacher's next-token distributions at temperature TEMPERATURE when the two models share
-a vocabulary (eval/tune_tokens.py); otherwise the teacher's answers are the only signal
+prompt below the reader's size); load the student dequantized into torch with LoRA
+adapters (eval/lora.py); train. The loss is cross-entropy on the teacher's answers, mixed
+as ALPHA_CE CE + (1 - ALPHA_CE) T^2 KL with the teacher's next-token distributions at
+temperature TEMPERATURE when the two models share a vocabulary (eval/tune_tokens.py);
+otherwise the teacher's answers are the only signal
 (sequence-level distillation), and the run says so. Each step takes BATCH pairs in order,
 wrapping around, and prints one progress line. After every step the adapters, the
 optimizer state and the step are saved to `<out>/checkpoint.pt`; a later run with the same
