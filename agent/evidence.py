@@ -48,12 +48,16 @@ _TABLE_RULE = re.compile(r"^\s*\|?[\s:|-]+\|?\s*$")
 _MARKUP = re.compile(r"^\s*(?:[-*+>]|#{1,6}|\d+[.)])\s+")
 
 
+Cells = tuple[tuple[str, str], ...]  # a table row's (column name, cell) pairs; () for prose
+
+
 @dataclass(frozen=True)
 class Evidence:
     quote: str
     source: str
     chunk_id: str
     score: float
+    cells: Cells = ()
 
     def as_dict(self) -> dict:
         return {"quote": self.quote, "source": self.source, "chunk_id": self.chunk_id}
@@ -67,27 +71,27 @@ def _cells(row: str) -> list[str]:
     return [c.strip() for c in row.strip().strip("|").split("|")]
 
 
-def _table_rows(lines: list[str]) -> list[str]:
+def _row_text(cells: Cells) -> str:
+    return ", ".join(f"{h}: {c}" if h else c for h, c in cells)
+
+
+def _table_rows(lines: list[str]) -> list[tuple[str, Cells]]:
     """Each data row of a markdown table as one sentence, "Header: cell, ...", so a row
-    carries the column names it needs to be understood on its own."""
+    carries the column names it needs to be understood on its own, with its cells."""
     header = _cells(lines[0])
     rows = [r for r in lines[1:] if not _TABLE_RULE.match(r)]
-    return [
-        ", ".join(f"{h}: {c}" if h else c for h, c in zip(header, _cells(r), strict=False))
-        for r in rows
-    ]
+    cells = [tuple(zip(header, _cells(r), strict=False)) for r in rows]
+    return [(_row_text(c), c) for c in cells]
 
 
-_CELL = re.compile(r"([^,:]{1,40}): (.+)")
 NAMED_HEADER = 0.5  # share of a column name's terms the question must hold to name it
 
 
-def named_cells(row: str, question: str) -> str | None:
-    """A table row ("Format: bfloat16, Sign: 1, Exponent: 8, ...") cut to its first cell,
-    what the row is about, and the cells whose column the question names; None when the
-    sentence is no such row or the question names no column, or every one."""
-    cells = [_CELL.fullmatch(c) for c in re.split(r", (?=[^,:]{1,40}: )", row)]
-    if len(cells) < 3 or not all(cells):
+def named_cells(cells: Cells, question: str) -> str | None:
+    """A table row cut to its first cell, what the row is about, and the cells whose column
+    the question names ("Format: bfloat16, Exponent: 8"); None for prose, a row with a
+    headless cell, or a question that names no column, or every one."""
+    if len(cells) < 3 or not all(header for header, _ in cells):
         return None
     asked = set(tokenize(question))
 
@@ -95,8 +99,8 @@ def named_cells(row: str, question: str) -> str | None:
         terms = set(tokenize(header))
         return bool(terms) and len(terms & asked) >= NAMED_HEADER * len(terms)
 
-    kept = [c[0] for i, c in enumerate(cells) if i == 0 or named(c[1])]
-    return ", ".join(kept) if 1 < len(kept) < len(cells) else None
+    kept = tuple(cell for i, cell in enumerate(cells) if i == 0 or named(cell[0]))
+    return _row_text(kept) if 1 < len(kept) < len(cells) else None
 
 
 def _joins_next(line: str, following: str) -> bool:
@@ -132,20 +136,20 @@ def _blocks(text: str) -> list[tuple[str, list[str]]]:
     return blocks
 
 
-def units(text: str) -> list[tuple[str, bool]]:
-    """(sentence, is a table row) for each sentence of a chunk, Korean-aware; every line
-    stands alone, table rows carry their header."""
-    out: list[tuple[str, bool]] = []
+def units(text: str) -> list[tuple[str, Cells]]:
+    """(sentence, its cells when it is a table row, else ()) for each sentence of a chunk,
+    Korean-aware; every line stands alone, table rows carry their header."""
+    out: list[tuple[str, Cells]] = []
     for kind, lines in _blocks(text):
         if kind == "table":
-            out += [(row, True) for row in _table_rows(lines)]
+            out += _table_rows(lines)
             continue
         line = lines[0]
         if has_hangul(line):
             parts = [s.text for s in kiwi().split_into_sents(line)]
         else:
             parts = SENTENCE_END.split(line)
-        out += [(c, False) for c in (_clean(p) for p in parts) if c]
+        out += [(c, ()) for c in (_clean(p) for p in parts) if c]
     return out
 
 
@@ -229,11 +233,12 @@ def _candidates(question: str, wanted: dict[str, float], hits: list[Hit]) -> lis
             text = passage(kept, i)
             if numeric and _new_numbers(text, question):
                 score += NUMBER_BONUS
-            found.append(Evidence(text, hit.chunk.source, hit.chunk.chunk_id, score))
+            chunk = hit.chunk
+            found.append(Evidence(text, chunk.source, chunk.chunk_id, score, kept[i][1]))
     return found
 
 
-def passage(kept: list[tuple[str, bool]], i: int) -> str:
+def passage(kept: list[tuple[str, Cells]], i: int) -> str:
     """The sentence with the one that follows it in the chunk, when both are prose and short
     enough: notes often name the topic in one sentence and give the fact in the next."""
     sentence, row = kept[i]
@@ -267,7 +272,7 @@ def opening(hit: Hit, k: int = MAX_EVIDENCE) -> list[Evidence]:
     sentences share no term with the question (it may be in another language)."""
     kept = [(s, row) for s, row in units(hit.chunk.text) if len(s) >= MIN_SENTENCE_CHARS]
     chunk = hit.chunk
-    return [Evidence(s, chunk.source, chunk.chunk_id, 0.0) for s, _ in kept[:k]] or [
+    return [Evidence(s, chunk.source, chunk.chunk_id, 0.0, c) for s, c in kept[:k]] or [
         Evidence(" ".join(chunk.text.split()), chunk.source, chunk.chunk_id, 0.0)
     ]
 

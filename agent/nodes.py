@@ -299,7 +299,7 @@ def quote(state: State, note: str = "") -> State:
     quoted = list(enumerate([best, *second], 1))
     note = "; ".join(n.rstrip(".") for n in (note, _meaning_note(state)) if n)
     question = state["question"]
-    answer = " ".join(f"{ev.named_cells(e.quote, question) or e.quote} [{n}]" for n, e in quoted)
+    answer = " ".join(f"{ev.named_cells(e.cells, question) or e.quote} [{n}]" for n, e in quoted)
     citations = _citations(state, [n for n, _ in quoted])
     update = {"answer": answer, "mode": "quoted", "citations": citations, "note": note}
     return update | {"evidence": state["evidence"]}

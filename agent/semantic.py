@@ -22,7 +22,7 @@ CROSS_LANGUAGE before it is compared: a cross-language answer then needs 0.86, t
 value that separated answerable from unanswerable cross-language questions on dev.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -43,12 +43,17 @@ class Match:
     similarity: float  # cosine of the question and its closest sentence (language-adjusted)
 
 
-def _candidates(hits: list[Hit]) -> list[tuple[str, str, Hit]]:
-    """(sentence, its passage, hit) for the sentences of the hits, best chunks first."""
+def _candidates(hits: list[Hit]) -> list[tuple[str, Evidence]]:
+    """(sentence, its passage as evidence, scored 0) for the sentences of the hits, best
+    chunks first."""
     found = []
     for hit in hits:
         kept = [(s, row) for s, row in units(hit.chunk.text) if len(s) >= MIN_SENTENCE_CHARS]
-        found += [(s, passage(kept, i), hit) for i, (s, _) in enumerate(kept)]
+        chunk = hit.chunk
+        found += [
+            (s, Evidence(passage(kept, i), chunk.source, chunk.chunk_id, 0.0, cells))
+            for i, (s, cells) in enumerate(kept)
+        ]
     return found[:MAX_SENTENCES]
 
 
@@ -70,12 +75,12 @@ def match(question: str, hits: list[Hit], embedder: Embedder | None = None) -> M
     candidates = _candidates(hits)
     if not candidates:
         return Match([], 0.0)
-    cosines = _cosines(question, [s for s, _, _ in candidates], embedder or e5_embedder())
+    cosines = _cosines(question, [s for s, _ in candidates], embedder or e5_embedder())
     chosen: list[Evidence] = []
     for i in np.argsort(-cosines, kind="stable"):
-        _, text, hit = candidates[i]
-        if not any(overlaps(text, e.quote) for e in chosen):
-            chosen.append(Evidence(text, hit.chunk.source, hit.chunk.chunk_id, float(cosines[i])))
+        found = candidates[i][1]
+        if not any(overlaps(found.quote, e.quote) for e in chosen):
+            chosen.append(replace(found, score=float(cosines[i])))
         if len(chosen) == MAX_EVIDENCE:
             break
     return Match(chosen, float(cosines.max()))
@@ -89,7 +94,7 @@ def reaches(
     whether some sentence is that close decides as `match` would, at a fraction of the cost
     when the lexical evidence already says what is asked."""
     quotes = {e.quote for e in first}
-    sentences = [s for s, _, _ in _candidates(hits)]
+    sentences = [s for s, _ in _candidates(hits)]
     leading = [s for s in sentences if any(s in q for q in quotes)]
     rest = [s for s in sentences if s not in leading]
     batches = [leading] + [rest[i : i + BATCH] for i in range(0, len(rest), BATCH)]

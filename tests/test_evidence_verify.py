@@ -8,6 +8,7 @@ from agent.evidence import (
     named_cells,
     select,
     sentences,
+    units,
     unknown_specifics,
 )
 from agent.followup import is_follow_up, resolve
@@ -47,13 +48,17 @@ def test_table_rows_become_sentences_that_name_their_columns():
 
 
 def test_a_quoted_row_keeps_what_it_is_about_and_the_columns_asked_for():
-    row = sentences(TABLE)[1]
+    row = units(TABLE)[1][1]
     assert named_cells(row, "How many exponent bits does bfloat16 have?") == (
         "Format: bfloat16, Exponent: 8"
     )
     assert named_cells(row, "What is bfloat16?") is None  # no column named: the whole row
     assert named_cells(row, "sign, exponent and mantissa of bfloat16?") is None  # every one
-    assert named_cells("float16, Sign: 1, Exponent: 5", "sign?") is None  # a headless cell
+    headless = units("| | Sign | Exponent |\n|---|---|---|\n| float16 | 1 | 5 |")[0][1]
+    assert named_cells(headless, "sign?") is None  # a headless cell
+    assert named_cells((), "sign?") is None  # prose
+    comma = units("| Name | Note | Bits |\n|---|---|---|\n| x | a, Bits: 9 | 4 |")[0][1]
+    assert named_cells(comma, "how many bits?") == "Name: x, Bits: 4"  # a comma in a cell
 
 
 def test_korean_sentences_are_split_by_kiwi():
