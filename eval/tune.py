@@ -119,11 +119,13 @@ def choose_teacher(given: str | None, student: Path) -> tuple[Path, str]:
     return student, "teacher: the student itself (no other model installed: a smoke run)"
 
 
-def kept_pairs(index: Index, options: TuneOptions, teacher: Path, say: Say) -> list[Pair]:
+def kept_pairs(
+    index: Index, weights: TermWeights, options: TuneOptions, teacher: Path, say: Say
+) -> list[Pair]:
     from agent.runtime.llm import LocalLLM
 
     pairs = generate_pairs(
-        index, lambda: LocalLLM(teacher), teacher, options.out, options.limit, say
+        index, lambda: LocalLLM(teacher), teacher, options.out, options.limit, say, weights=weights
     )
     if not pairs:
         raise UserError(
@@ -245,7 +247,8 @@ def tune(options: TuneOptions, say: Say) -> dict:
     index = open_index(options.index, options.corpus)  # none: one line saying how to build it
     say(f"student: {student.name}; {chosen}")
     options.out.mkdir(parents=True, exist_ok=True)
-    pairs = kept_pairs(index, options, teacher, say)
+    weights = TermWeights(index.bm25)
+    pairs = kept_pairs(index, weights, options, teacher, say)
     reads = reader_on(info.parameters)
     say(
         "practice: the reader's write job over the passage, as the agent asks this student"
@@ -254,7 +257,6 @@ def tune(options: TuneOptions, say: Say) -> dict:
         "(below the reader's size)"
     )
     chunks = {c.chunk_id: c for c in index.chunks}
-    weights = TermWeights(index.bm25)
     practice = [(practice_messages(p, chunks[p.chunk_id], reads, weights), p.answer) for p in pairs]
     examples = student_examples(student, practice)
     kl = shared_vocabulary(student, teacher)

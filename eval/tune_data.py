@@ -184,9 +184,11 @@ def generate_pairs(
     limit: int | None = None,
     say: Callable[[str], None] = lambda _: None,
     questions: list[Question] | None = None,
+    weights: TermWeights | None = None,
 ) -> list[Pair]:
     """Every chosen chunk's pair (kept or not), generated once and cached in `out`;
-    `teacher` loads the teacher model, called only when a pair is not cached."""
+    `teacher` loads the teacher model, called only when a pair is not cached; `weights`
+    are the index's term weights (built from it when not given)."""
     questions = load_questions() if questions is None else questions
     selection = select_chunks(index, questions, limit)
     say(
@@ -196,7 +198,7 @@ def generate_pairs(
     path = out / PAIRS_FILE
     known = cached_pairs(path)
     teacher_sha = sha256_file(teacher_path, out / ".hashes.json")
-    weights = TermWeights(index.bm25)
+    weights = weights or TermWeights(index.bm25)
     llm: LLM | None = None
     pairs = []
     for n, chunk in enumerate(selection.chunks, 1):
