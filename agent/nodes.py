@@ -226,7 +226,7 @@ def check(state: State, runtime: Runtime[Context]) -> State:
     if verdict.ok and reads:
         confirmed["draft"] = _confirm(state, runtime, verdict.answer)
         if confirmed["draft"] < reader.CONFIRM_DRAFT:
-            reason = f"the model did not confirm it (yes {confirmed['draft']:.2f})"
+            reason = f"the model did not confirm it: yes {confirmed['draft']:.2f}"
     if not reason:
         return {
             "answer": verdict.answer,
@@ -243,7 +243,7 @@ def check(state: State, runtime: Runtime[Context]) -> State:
             confirmed["quote"] = _confirm(fallback, runtime, fallback["evidence"][0].quote, True)
             if confirmed["quote"] < reader.CONFIRM_QUOTE_UNBACKED:
                 return abstain(state, runtime) | {"confirmed": confirmed}
-    note = f"the model's answer was not used: {reason}"
+    note = f"the evidence is quoted instead of the model's answer ({reason})"
     return quote(fallback, note) | {"confirmed": confirmed}
 
 

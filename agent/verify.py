@@ -342,7 +342,7 @@ def unsupported(
     fails here."""
     unbound = _unbound(text, question, evidence, read, headings)
     if unbound:
-        return f"numbers not in the evidence with what they count: {', '.join(unbound)}"
+        return f"numbers the evidence does not state for the same thing: {', '.join(unbound)}"
     support_terms = _support([*evidence, *read], question)
     backing = " ".join([*evidence, *read, question]).lower()
     foreign = sorted(
@@ -353,7 +353,7 @@ def unsupported(
         and not (read and t in common_words())  # a reader's draft: its confirm judges those
         and (not weights.known(t) or weights.weight(t) >= RARE_WEIGHT)
     )
-    return f"terms not in the evidence: {', '.join(foreign)}" if foreign else ""
+    return f"words the evidence does not use: {', '.join(foreign)}" if foreign else ""
 
 
 def finished(draft: str) -> str:

@@ -128,7 +128,7 @@ def test_echoes_foreign_terms_and_unknown_citations_fail():
     question = "What does QLoRA store the base model in?"
     assert not verify("What does QLoRA store the base model in?", question, evidence, weights).ok
     assert (
-        "not in the evidence"
+        "words the evidence does not use: gptq"
         in verify("QLoRA stores it in GPTQ format.", question, evidence, weights).reason
     )
     assert "[7]" in verify("4-bit NF4 [7].", question, evidence, weights).reason
@@ -300,7 +300,7 @@ def test_a_table_column_named_in_the_answer_binds_its_number():
     assert not verify("The exponent bit count is 8.", question, [row], weights).ok  # not read
     for wrong in ("The exponent bit count is 7.", "The mantissa bit count is 8."):
         verdict = verify(wrong, question, [row], weights, (row,))
-        assert not verdict.ok and "numbers not in the evidence" in verdict.reason, wrong
+        assert not verdict.ok and "numbers the evidence does not state" in verdict.reason, wrong
 
 
 def test_a_number_is_bound_to_the_names_of_its_own_clause():
@@ -344,6 +344,6 @@ def test_everyday_english_in_a_readers_draft_is_no_claim_but_a_rare_name_is():
     read = (line,)  # a reader model wrote it from the passages it read, and confirms it
     assert "took" not in tokenize(line) and verify(answer, question, [line], weights, read).ok
     verdict = verify("SmoothQuant took about four GPU hours.", question, [line], weights, read)
-    assert not verdict.ok and verdict.reason == "terms not in the evidence: smoothquant"
+    assert not verdict.ok and verdict.reason == "words the evidence does not use: smoothquant"
     unread = verify(answer, question, [line], weights)  # no reader: nothing confirms it
-    assert not unread.ok and unread.reason == "terms not in the evidence: took"
+    assert not unread.ok and unread.reason == "words the evidence does not use: took"

@@ -150,7 +150,7 @@ def test_a_draft_that_fails_its_check_quotes_the_best_sentence_of_every_passage_
     # the reader picked the wrong passage
     state, runtime, by_note = _unbacked_draft(toy_index, ["trains.md", "garden.md"], False)
     out = nodes.check(state, runtime)
-    assert out["mode"] == "quoted" and "numbers not in the evidence" in out["note"]
+    assert out["mode"] == "quoted" and "numbers the evidence does not state" in out["note"]
     assert "Tomatoes need six hours of sun" in out["answer"]
     assert out["citations"][0]["chunk_id"] == by_note["garden.md"].chunk.chunk_id
     assert out["evidence"][0].chunk_id == by_note["garden.md"].chunk.chunk_id
@@ -197,7 +197,7 @@ def test_a_draft_the_reader_does_not_confirm_is_quoted(reader_agent, monkeypatch
         assert set(result["reader"]["confirmed"]) <= {"draft"}
     if "draft" in kept["reader"]["confirmed"]:  # the draft passed its check: the model was asked
         assert kept["mode"] == "generated", kept
-        assert refused["mode"] == "quoted" and "did not confirm it (yes 0." in refused["note"]
+        assert refused["mode"] == "quoted" and "did not confirm it: yes 0." in refused["note"]
         assert "Tomatoes need six hours of sun" in refused["answer"]
         assert refused["citations"][0]["chunk_id"] == refused["reader"]["picked"]
 
@@ -210,7 +210,7 @@ def test_a_quote_after_an_unbacked_draft_needs_the_readers_yes(toy_index, monkey
     state, runtime, _ = _unbacked_draft(toy_index, ["garden.md", "trains.md"], True)
     monkeypatch.setattr(reader, "CONFIRM_QUOTE_UNBACKED", 0.0)
     quoted = nodes.check(state, runtime)
-    assert quoted["mode"] == "quoted" and "numbers not in the evidence" in quoted["note"]
+    assert quoted["mode"] == "quoted" and "numbers the evidence does not state" in quoted["note"]
     assert set(quoted["confirmed"]) == {"quote"}  # the draft was not asked about
     monkeypatch.setattr(reader, "CONFIRM_QUOTE_UNBACKED", 1.01)
     refused = nodes.check(state, runtime)
