@@ -4,9 +4,11 @@ type with blocks removed, starting from that type whole), the evidence-only row 
 horizontal floor; for several models (`draw_models`), one keyword-hit line per model.
 Headless (matplotlib's Agg backend)."""
 
+import textwrap
 from pathlib import Path
 
 MARKERS = "osD^vPX*"
+TITLE_CHARS = 90  # a title line at fontsize 9 across the 8-inch figure
 
 
 def _pyplot():
@@ -81,6 +83,12 @@ def _accuracy_axis(acc) -> None:
     acc.set_ylim(-0.02, 1.02)
 
 
+def _title(ax, text: str) -> None:
+    """A title wrapped to the figure's width (a long model name or top-rung label ran past
+    the right edge)."""
+    ax.set_title(textwrap.fill(text, TITLE_CHARS), fontsize=9)
+
+
 def _save(plt, fig, path: Path) -> None:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -116,10 +124,10 @@ def draw(results: dict, path: Path) -> None:
     kld.set_ylim(bottom=0)
     kld.legend(fontsize=8, loc="upper right")
     kld.margins(x=0.1)
-    acc.set_title(
+    _title(
+        acc,
         f"{results['source']['name']}: accuracy and divergence vs size "
         f"(top rung: {results['top_rung_label']}; 95% CI)",
-        fontsize=9,
     )
     _save(plt, fig, path)
 
@@ -150,5 +158,5 @@ def draw_models(results: dict, path: Path) -> None:
     acc.set_xlabel("file size (MB)")
     acc.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8)
     acc.margins(x=0.08)
-    acc.set_title(f"accuracy vs file size: {', '.join(names)} (95% CI)", fontsize=9)
+    _title(acc, f"accuracy vs file size: {', '.join(names)} (95% CI)")
     _save(plt, fig, path)
