@@ -124,8 +124,21 @@ def kept_pairs(
 ) -> list[Pair]:
     from agent.runtime.llm import LocalLLM
 
+    reads = reader_on(checked_model(str(teacher)).parameters)
+    say(
+        "check: the agent's check of a reader's draft, and the teacher confirms it"
+        if reads
+        else "check: the agent's check of an answer from evidence (the teacher does not read)"
+    )
     pairs = generate_pairs(
-        index, lambda: LocalLLM(teacher), teacher, options.out, options.limit, say, weights=weights
+        index,
+        lambda: LocalLLM(teacher),
+        teacher,
+        options.out,
+        options.limit,
+        say,
+        weights=weights,
+        reads=reads,
     )
     if not pairs:
         raise UserError(

@@ -6,7 +6,10 @@ answers, then answers it under the agent's own write prompt (agent/reader.py
 and the write job in the user message). A pair is kept only when that answer passes the
 check the agent applies to its own drafts (agent/verify.py `verify`, against the chunk's
 sentences, with TermWeights over the index's BM25, as agent/nodes.py `check` does) and is
-not an abstention (agent/reader.py `declined`). The student practises the task the agent
+not an abstention (agent/reader.py `declined`). A teacher that reads (agent/assemble.py
+`reader_on`) is checked as the agent checks its reader's drafts: the chunk is the passage
+it read, so everyday words are no claim, and it must confirm its answer (agent/reader.py
+`confirm`, at CONFIRM_DRAFT). The student practises the task the agent
 gives it (`practice_messages`): a student that reads (agent/assemble.py `reader_on`: a
 billion weights or more) trains on exactly the write prompt the teacher answered; a smaller
 one, which the agent asks to answer from numbered evidence sentences (agent/prompts.py),
@@ -39,7 +42,7 @@ from pathlib import Path
 
 from agent.evidence import TermWeights, select, sentences
 from agent.prompts import answer_messages
-from agent.reader import declined, write_messages
+from agent.reader import CONFIRM_DRAFT, DRAFT_JOB, confirm, declined, write_messages
 from agent.runtime.llm import LLM, Messages
 from agent.verify import verify
 from eval.dataset import Question, load_questions
@@ -120,10 +123,11 @@ def normalized(question: str) -> str:
     return " ".join(question.casefold().split()).rstrip("?").strip()
 
 
-def pair_key(teacher_sha256: str, chunk: Chunk) -> str:
-    """What a generated pair depends on: the teacher, the chunk and the prompts."""
+def pair_key(teacher_sha256: str, chunk: Chunk, reads: bool = False) -> str:
+    """What a generated pair depends on: the teacher, the chunk, the prompts and the check."""
     parts = [teacher_sha256, chunk.chunk_id, chunk.heading, chunk.text, QUESTION_SYSTEM]
     parts += [QUESTION_JOB, json.dumps(write_messages("?", [Hit(1, 0.0, chunk)], 1, "en"))]
+    parts += [f"reader's check: {DRAFT_JOB} >= {CONFIRM_DRAFT}"] if reads else []
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
@@ -138,23 +142,30 @@ def ask_question(teacher: LLM, chunk: Chunk) -> str:
     return reply if reply.endswith("?") else ""
 
 
-def check_answer(answer: str, question: str, chunk: Chunk, weights: TermWeights) -> tuple[str, str]:
-    """(the answer as the agent would show it, "" or why the agent would not use it)."""
+def check_answer(
+    answer: str, question: str, chunk: Chunk, weights: TermWeights, reader: LLM | None = None
+) -> tuple[str, str]:
+    """(the answer as the agent would show it, "" or why the agent would not use it); with
+    `reader` (a teacher that reads), the agent's check of a reader's draft."""
     if declined(answer):
         return answer, "the teacher said the passage does not answer it"
     evidence = sentences(chunk.text)
     headings = dict.fromkeys(evidence, chunk.heading)
-    verdict = verify(_PASSAGE_MARKS.sub("", answer), question, evidence, weights, (), headings)
-    return verdict.answer, "" if verdict.ok else f"failed the agent's check: {verdict.reason}"
+    read = tuple(evidence) if reader else ()
+    verdict = verify(_PASSAGE_MARKS.sub("", answer), question, evidence, weights, read, headings)
+    if not verdict.ok:
+        return verdict.answer, f"failed the agent's check: {verdict.reason}"
+    yes = confirm(reader, question, [Hit(1, 0.0, chunk)], verdict.answer) if reader else 1.0
+    return verdict.answer, "" if yes >= CONFIRM_DRAFT else f"not confirmed (yes {yes:.2f})"
 
 
-def make_pair(key: str, chunk: Chunk, teacher: LLM, weights: TermWeights) -> Pair:
+def make_pair(key: str, chunk: Chunk, teacher: LLM, weights: TermWeights, reads: bool) -> Pair:
     question = ask_question(teacher, chunk)
     messages = write_messages(question, [Hit(1, 0.0, chunk)], 1, language(question or chunk.text))
     if not question:
         return Pair(key, chunk.chunk_id, chunk.source, "", "", messages, "no question written")
     draft = teacher.chat(messages, ANSWER_TOKENS, ANSWER_STOP)
-    answer, reason = check_answer(draft, question, chunk, weights)
+    answer, reason = check_answer(draft, question, chunk, weights, teacher if reads else None)
     return Pair(key, chunk.chunk_id, chunk.source, question, answer, messages, reason)
 
 
@@ -185,10 +196,12 @@ def generate_pairs(
     say: Callable[[str], None] = lambda _: None,
     questions: list[Question] | None = None,
     weights: TermWeights | None = None,
+    reads: bool = False,
 ) -> list[Pair]:
     """Every chosen chunk's pair (kept or not), generated once and cached in `out`;
     `teacher` loads the teacher model, called only when a pair is not cached; `weights`
-    are the index's term weights (built from it when not given)."""
+    are the index's term weights (built from it when not given); `reads`: the teacher is
+    checked as the agent's reader is."""
     questions = load_questions() if questions is None else questions
     selection = select_chunks(index, questions, limit)
     say(
@@ -202,10 +215,10 @@ def generate_pairs(
     llm: LLM | None = None
     pairs = []
     for n, chunk in enumerate(selection.chunks, 1):
-        key = pair_key(teacher_sha, chunk)
+        key = pair_key(teacher_sha, chunk, reads)
         if key not in known:
             llm = llm or teacher()
-            known[key] = make_pair(key, chunk, llm, weights)
+            known[key] = make_pair(key, chunk, llm, weights, reads)
             append_line(path, asdict(known[key]))
             say(f"pair {n}/{len(selection.chunks)}: {_verdict(known[key])}")
         pairs.append(known[key])

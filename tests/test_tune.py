@@ -17,7 +17,7 @@ from torch import Generator
 
 from agent.evidence import TermWeights, sentences
 from agent.prompts import SYSTEM
-from agent.reader import declined, write_messages
+from agent.reader import CONFIRM_DRAFT, confirm, declined, write_messages
 from agent.runtime.llm import LocalLLM
 from agent.verify import verify
 from eval.dataset import load_questions
@@ -128,6 +128,27 @@ def test_the_check_drops_unsupported_answers_abstentions_and_eval_questions(
     asked = replace(load_questions()[0], question=f"  {pairs[0].question.upper()} ")
     again = generate_pairs(index, no_teacher, model_path, tmp_path, 1, questions=[asked])
     assert again[0].reason == "equals an eval question"
+
+
+def test_a_teacher_that_reads_is_checked_as_the_agents_reader_and_confirms_its_answer(
+    notes_index: Path, model_path: Path
+):
+    index = open_index(notes_index)
+    lamp = next(c for c in index.chunks if c.source.endswith("a-lamp.md"))
+    weights = TermWeights(index.bm25)
+    question = "What is the purpose of the reading lamp?"
+    answer = "The reading lamp typically lights the desk at night."
+    _, held_to_every_word = check_answer(answer, question, lamp, weights)
+    assert (
+        held_to_every_word == "failed the agent's check: words the evidence does not use: typically"
+    )
+    teacher = LocalLLM(model_path)
+    shown, reason = check_answer(answer, question, lamp, weights, teacher)
+    yes = confirm(teacher, question, [Hit(1, 0.0, lamp)], shown)
+    assert 0.0 < yes < 1.0
+    assert reason == ("" if yes >= CONFIRM_DRAFT else f"not confirmed (yes {yes:.2f})")
+    wrong = "The reading lamp lights the desk for 8 hours at night."
+    assert check_answer(wrong, question, lamp, weights, teacher)[1].startswith("failed the agent's")
 
 
 def test_the_prompt_is_the_students_chat_template_and_the_answer_ends_it(model_path: Path):
