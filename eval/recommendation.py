@@ -77,10 +77,10 @@ def _by_answers(pick: dict, top: dict, answers: dict[str, dict], label: str) -> 
     return (
         f"{pick['type']} ({pick['bytes'] / 1e6:.1f} MB, {pick['bits_per_weight']:.2f} bits per "
         f"weight) is the smallest rung whose keyword hit ({hit:.3f}) reaches the lower end of "
-        f"the 95% interval of {top['type']}, the {label} ({bound:.3f}; {top['type']} itself "
-        f"{top_hit['value']:.3f}){_decided(answers, pick['type'])}. Its next-token "
-        f"distributions on your text are {_divergence(pick, top)}: the intervals are wide, so "
-        "check the divergence table before trusting a low rung."
+        f"the 95% interval of {top['type']}, the {label} (lower end {bound:.3f}; "
+        f"{top['type']} itself {top_hit['value']:.3f}){_decided(answers, pick['type'])}. "
+        f"Its next-token distributions on your text are {_divergence(pick, top)}: the "
+        "intervals are wide, so check the divergence table before trusting a low rung."
     )
 
 
