@@ -32,7 +32,7 @@ import torch
 
 from agent.assemble import reader_on
 from agent.evidence import TermWeights
-from agent.runtime.model_file import checked_model, embedded_model_path
+from agent.runtime.model_file import GGUFInfo, checked_model, embedded_model_path
 from agent.runtime.registry import path_of
 from eval.eval_cache import sha256_file
 from eval.lora import (
@@ -107,24 +107,24 @@ def check_options(options: TuneOptions) -> None:
         raise UserError(f"--out {options.out} is a file: give a folder for the adapter")
 
 
-def choose_teacher(given: str | None, student: Path) -> tuple[Path, str]:
-    """The teacher's file and how it was chosen."""
+def choose_teacher(given: str | None, student: GGUFInfo) -> tuple[GGUFInfo, str]:
+    """The teacher's checked file and how it was chosen."""
     if given:
-        path = checked_model(given).path
-        return path, f"teacher: {path.name} (given)"
+        info = checked_model(given)
+        return info, f"teacher: {info.path.name} (given)"
     for name in TEACHER_PACKS:
         found = path_of(name)
         if found and found.is_file():
-            return checked_model(str(found)).path, f"teacher: {name} (the strongest installed)"
+            return checked_model(str(found)), f"teacher: {name} (the strongest installed)"
     return student, "teacher: the student itself (no other model installed: a smoke run)"
 
 
 def kept_pairs(
-    index: Index, weights: TermWeights, options: TuneOptions, teacher: Path, say: Say
+    index: Index, weights: TermWeights, options: TuneOptions, teacher: GGUFInfo, say: Say
 ) -> list[Pair]:
     from agent.runtime.llm import LocalLLM
 
-    reads = reader_on(checked_model(str(teacher)).parameters)
+    reads = reader_on(teacher.parameters)
     say(
         "check: the agent's check of a reader's draft, and the teacher confirms it"
         if reads
@@ -132,8 +132,8 @@ def kept_pairs(
     )
     pairs = generate_pairs(
         index,
-        lambda: LocalLLM(teacher),
-        teacher,
+        lambda: LocalLLM(teacher.path),
+        teacher.path,
         options.out,
         options.limit,
         say,
@@ -256,12 +256,13 @@ def tune(options: TuneOptions, say: Say) -> dict:
     check_options(options)
     info = checked_model(options.student or str(embedded_model_path()))
     student = info.path
-    teacher, chosen = choose_teacher(options.teacher, student)
+    teacher_info, chosen = choose_teacher(options.teacher, info)
+    teacher = teacher_info.path
     index = open_index(options.index, options.corpus)  # none: one line saying how to build it
     say(f"student: {student.name}; {chosen}")
     options.out.mkdir(parents=True, exist_ok=True)
     weights = TermWeights(index.bm25)
-    pairs = kept_pairs(index, weights, options, teacher, say)
+    pairs = kept_pairs(index, weights, options, teacher_info, say)
     reads = reader_on(info.parameters)
     say(
         "practice: the reader's write job over the passage, as the agent asks this student"
