@@ -12,7 +12,10 @@ otherwise the teacher's answers are the only signal
 (sequence-level distillation), and the run says so. Each step takes BATCH pairs in order,
 wrapping around, and prints one progress line. After every step the adapters, the
 optimizer state and the step are saved to `<out>/checkpoint.pt`; a later run with the same
-student file, LoRA settings, learning rate, loss and training data resumes from it. The
+student file, LoRA settings, learning rate, loss and training data resumes from it. With
+--minutes the run keeps to a time budget: new pairs only in its first PAIRS_SHARE, then
+steps while the next one (timed as the last) ends in time; loading and the teacher's
+distributions are not cut short. The
 result is `<out>/adapter.gguf` with its sidecar `adapter.json` (eval/lora_gguf.py), which
 llama.cpp applies on top of the quantized student.
 """
@@ -62,6 +65,7 @@ TEACHER_PACKS = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")  # strongest first
 ALPHA_CE = 0.5
 TEMPERATURE = 2.0
 BATCH = 2
+PAIRS_SHARE = 0.5  # of --minutes: new pairs stop after it, training has the rest
 CHECKPOINT = "checkpoint.pt"
 ADAPTER = "adapter.gguf"
 Say = Callable[[str], None]
@@ -79,6 +83,7 @@ class TuneOptions:
     lr: float = 1e-3
     limit: int | None = None
     corpus: Path | None = None  # indexed into `index` first when that holds no index yet
+    minutes: float | None = None  # the whole run ends within it (new pairs, then steps)
 
 
 @dataclass
@@ -100,6 +105,8 @@ def check_options(options: TuneOptions) -> None:
             raise UserError(f"{name} must be at least 1, not {value}")
     if options.limit is not None and options.limit < 1:
         raise UserError(f"--limit must be at least 1, not {options.limit}")
+    if options.minutes is not None and not options.minutes > 0:
+        raise UserError(f"--minutes must be above 0, not {options.minutes:g}")
     for name, value in (("--lr", options.lr), ("--alpha", options.alpha)):
         if not value > 0:
             raise UserError(f"{name} must be above 0, not {value}")
@@ -120,8 +127,14 @@ def choose_teacher(given: str | None, student: GGUFInfo) -> tuple[GGUFInfo, str]
 
 
 def kept_pairs(
-    index: Index, weights: TermWeights, options: TuneOptions, teacher: GGUFInfo, say: Say
+    index: Index,
+    weights: TermWeights,
+    options: TuneOptions,
+    teacher: GGUFInfo,
+    say: Say,
+    until: float | None = None,
 ) -> list[Pair]:
+    """The teacher's pairs that pass the check; new ones are written only before `until`."""
     from agent.runtime.llm import LocalLLM
 
     reads = reader_on(teacher.parameters)
@@ -139,14 +152,20 @@ def kept_pairs(
         say,
         weights=weights,
         reads=reads,
+        until=until,
     )
+    kept = [p for p in pairs if p.kept]
+    if not kept and until is not None and time.perf_counter() >= until:
+        raise UserError(
+            f"--minutes {options.minutes:g} ran out before the teacher wrote a pair that passes "
+            "the agent's check: give more minutes (the pairs written are kept for the next run)"
+        )
     if not pairs:
         raise UserError(
             f"no chunk of {options.index} may be used: every chunk it holds could answer an "
             "eval question (data/eval/qa.jsonl), held out so the eval stays fair; index your "
             "own notes with `bitrag ingest FOLDER --index DIR` and pass --index DIR"
         )
-    kept = [p for p in pairs if p.kept]
     say(f"pairs: {len(kept)} kept of {len(pairs)} chunk(s) the teacher read")
     if not kept:
         raise UserError(
@@ -221,11 +240,17 @@ def train(
     steps: int,
     checkpoint: Path,
     say: Say,
+    until: float | None = None,
 ) -> tuple[int, float]:
-    """Train up to step `steps`; (tokens read, seconds) of this run's steps."""
-    tokens, seconds = 0, 0.0
+    """Train up to step `steps`, or while the next step (as long as the last one) ends
+    before `until`; (tokens read, seconds) of this run's steps. A run makes one step at
+    least."""
+    tokens, seconds, took = 0, 0.0, 0.0
     alpha_ce = ALPHA_CE if rows is not None else 1.0
     while training.step < steps:
+        if until is not None and took and time.perf_counter() + took > until:
+            say(f"time: stopped at step {training.step} of {steps} to end within --minutes")
+            break
         batch, teacher = batch_at(training.step + 1, examples, rows)
         start = time.perf_counter()
         loss = train_step(model, training.optimizer, batch, teacher, alpha_ce, TEMPERATURE)
@@ -254,6 +279,7 @@ def tune(options: TuneOptions, say: Say) -> dict:
     """The whole run; the summary printed at the end."""
     started = time.perf_counter()
     check_options(options)
+    budget = options.minutes * 60 if options.minutes else None
     info = checked_model(options.student or str(embedded_model_path()))
     student = info.path
     teacher_info, chosen = choose_teacher(options.teacher, info)
@@ -262,7 +288,8 @@ def tune(options: TuneOptions, say: Say) -> dict:
     say(f"student: {student.name}; {chosen}")
     options.out.mkdir(parents=True, exist_ok=True)
     weights = TermWeights(index.bm25)
-    pairs = kept_pairs(index, weights, options, teacher_info, say)
+    pairs_until = started + PAIRS_SHARE * budget if budget else None
+    pairs = kept_pairs(index, weights, options, teacher_info, say, pairs_until)
     reads = reader_on(info.parameters)
     say(
         "practice: the reader's write job over the passage, as the agent asks this student"
@@ -298,7 +325,8 @@ def tune(options: TuneOptions, say: Say) -> dict:
     resumed = training.step
     if resumed >= options.steps:
         say(f"the checkpoint is at step {resumed}, --steps is {options.steps}: nothing to train")
-    tokens, seconds = train(model, training, examples, rows, options.steps, checkpoint, say)
+    until = started + budget if budget else None
+    tokens, seconds = train(model, training, examples, rows, options.steps, checkpoint, say, until)
     adapter = export_adapter(layers, config, student, options.out / ADAPTER)
     write_sidecar(adapter, student, config, training.step, data, training.seconds)
     losses = training.losses

@@ -36,6 +36,7 @@ instead of generating them again.
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -197,11 +198,13 @@ def generate_pairs(
     questions: list[Question] | None = None,
     weights: TermWeights | None = None,
     reads: bool = False,
+    until: float | None = None,
 ) -> list[Pair]:
     """Every chosen chunk's pair (kept or not), generated once and cached in `out`;
     `teacher` loads the teacher model, called only when a pair is not cached; `weights`
     are the index's term weights (built from it when not given); `reads`: the teacher is
-    checked as the agent's reader is."""
+    checked as the agent's reader is; past `until` (a time.perf_counter() value) no new
+    pair is written, the cached ones still count."""
     questions = load_questions() if questions is None else questions
     selection = select_chunks(index, questions, limit)
     say(
@@ -213,15 +216,23 @@ def generate_pairs(
     teacher_sha = sha256_file(teacher_path, out / ".hashes.json")
     weights = weights or TermWeights(index.bm25)
     llm: LLM | None = None
-    pairs = []
+    pairs, late = [], 0
     for n, chunk in enumerate(selection.chunks, 1):
         key = pair_key(teacher_sha, chunk, reads)
+        if key not in known and until is not None and time.perf_counter() >= until:
+            late += 1
+            continue
         if key not in known:
             llm = llm or teacher()
             known[key] = make_pair(key, chunk, llm, weights, reads)
             append_line(path, asdict(known[key]))
             say(f"pair {n}/{len(selection.chunks)}: {_verdict(known[key])}")
         pairs.append(known[key])
+    if late:
+        say(
+            f"time: {late} chunk(s) left unread to keep within --minutes (the pairs written "
+            "are cached: a later run goes on from them)"
+        )
     return _drop_eval_questions(pairs, questions)
 
 

@@ -125,6 +125,10 @@ def test_the_check_drops_unsupported_answers_abstentions_and_eval_questions(
     teacher = LocalLLM(model_path)
     pairs = generate_pairs(index, lambda: teacher, model_path, tmp_path, limit=1)
     assert len(pairs) == 1 and pairs[0].kept
+    said: list[str] = []
+    late = generate_pairs(index, no_teacher, model_path, tmp_path, say=said.append, until=0.0)
+    assert [p.chunk_id for p in late] == [pairs[0].chunk_id]  # past --minutes: the cache only
+    assert said[-1].startswith("time: 1 chunk(s) left unread"), said
     asked = replace(load_questions()[0], question=f"  {pairs[0].question.upper()} ")
     again = generate_pairs(index, no_teacher, model_path, tmp_path, 1, questions=[asked])
     assert again[0].reason == "equals an eval question"
@@ -228,6 +232,11 @@ def test_tune_trains_exports_an_adapter_llama_cpp_applies_and_resumes(
     assert resumed["steps"] == 5
     assert resumed["train_seconds"] > sidecar["train_seconds"]  # counted over both runs
 
+    late = run(*args, "--steps", "9", "--minutes", "0.001")  # over once a step is timed
+    assert late.exit_code == 0, late.output
+    assert [s for s, _, _ in _steps(late.stderr)] == [6]
+    assert "time: stopped at step 6 of 9 to end within --minutes" in late.stderr
+
 
 def test_a_checkpoint_resumes_only_the_same_run(tmp_path: Path):
     def training(key: str) -> Training:
@@ -291,6 +300,7 @@ def test_in_a_new_home_tune_indexes_the_sample_notes_first_as_ask_does(run, home
         (["--student", "/no/such/student.gguf"], "model file not found: /no/such/student.gguf"),
         (["--steps", "0"], "--steps must be at least 1, not 0"),
         (["--rank", "0"], "--rank must be at least 1, not 0"),
+        (["--minutes", "0"], "--minutes must be above 0, not 0"),
         (["--out", "FILE"], "is a file: give a folder for the adapter"),
         (["--index", "EMPTY"], "no index at"),
     ],

@@ -14,6 +14,11 @@ TEACHER_HELP = (
     "qwen2.5-coder-1.5b then -0.5b, else the student itself for a smoke run)."
 )
 
+MINUTES_HELP = (
+    "End the run within M minutes: the teacher writes new pairs in the first half, training "
+    "stops before a step that would end late (a later run resumes)."
+)
+
 
 @click.command()
 @click.option("--student", help=STUDENT_HELP)
@@ -23,6 +28,7 @@ TEACHER_HELP = (
 @click.option("--steps", default=50, show_default=True, type=int, help="Training steps.")
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="Learning rate.")
 @click.option("--limit", type=int, help="Use at most N chunks of the notes (default: all).")
+@click.option("--minutes", type=float, help=MINUTES_HELP)
 @click.option("--index", help=INDEX_HELP)
 @click.option("--out", "out_dir", default="bitrag-tune", show_default=True, help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -34,6 +40,7 @@ def tune(
     steps: int,
     lr: float,
     limit: int | None,
+    minutes: float | None,
     index: str | None,
     out_dir: str,
     as_json: bool,
@@ -45,7 +52,7 @@ def tune(
     out = Path(out_dir).expanduser()
     corpus = None if index else SAMPLE_CORPUS  # the default index, as `ask` builds it
     options = TuneOptions(
-        index_dir(index), out, student, teacher, rank, alpha, steps, lr, limit, corpus
+        index_dir(index), out, student, teacher, rank, alpha, steps, lr, limit, corpus, minutes
     )
     summary = run_tune(options, lambda line: click.echo(line, err=True))
     if as_json:
