@@ -84,12 +84,14 @@ def _table_rows(lines: list[str]) -> list[tuple[str, Cells]]:
     return [(_row_text(c), c) for c in cells]
 
 
+_UNIT = re.compile(r"\d[\d.,]*\s?([^\W\d_]+)")  # "3.5GB", "3.5 GB", "0.5바이트"
 NAMED_HEADER = 0.5  # share of a column name's terms the question must hold to name it
 
 
 def named_cells(cells: Cells, question: str) -> str | None:
     """A table row cut to its first cell, what the row is about, and the cells whose column
-    the question names ("Format: bfloat16, Exponent: 8"); None for prose, a row with a
+    the question names ("Format: bfloat16, Exponent: 8") or whose value is in a unit it
+    asks for ("Memory: about 3.5GB" for "how many GB"); None for prose, a row with a
     headless cell, or a question that names no column, or every one."""
     if len(cells) < 3 or not all(header for header, _ in cells):
         return None
@@ -99,7 +101,14 @@ def named_cells(cells: Cells, question: str) -> str | None:
         terms = set(tokenize(header))
         return bool(terms) and len(terms & asked) >= NAMED_HEADER * len(terms)
 
-    kept = tuple(cell for i, cell in enumerate(cells) if i == 0 or named(cell[0]))
+    def in_asked_unit(value: str) -> bool:  # "약 3.5GB" for "몇 GB가 필요해?"
+        return any(unit.lower() in asked for unit in _UNIT.findall(value))
+
+    kept = tuple(
+        (header, value)
+        for i, (header, value) in enumerate(cells)
+        if i == 0 or named(header) or in_asked_unit(value)
+    )
     return _row_text(kept) if 1 < len(kept) < len(cells) else None
 
 
@@ -225,10 +234,11 @@ def _candidates(question: str, wanted: dict[str, float], hits: list[Hit]) -> lis
         parts = [s for s, _ in kept]
         terms = [set(tokenize(s)) for s in parts]
         heading = set(tokenize(hit.chunk.heading))
+        leads = _lead_ins(kept, terms)
         for i in range(len(parts)):
-            if not terms[i] & wanted.keys():
-                continue  # evidence must itself speak of the question
-            around = heading.union(*terms[max(0, i - 1) : i + 2])
+            if not terms[i] & wanted.keys() or _leads_in(kept, i):
+                continue  # evidence must itself speak of the question, not introduce a table
+            around = heading.union(*terms[max(0, i - 1) : i + 2], leads[i])
             score = _score(wanted, terms[i], around) - RANK_PRIOR * hit.rank
             text = passage(kept, i)
             if numeric and _new_numbers(text, question):
@@ -238,11 +248,30 @@ def _candidates(question: str, wanted: dict[str, float], hits: list[Hit]) -> lis
     return found
 
 
+def _leads_in(kept: list[tuple[str, Cells]], i: int) -> bool:
+    """A lead-in ("For a 7B model:") with the table it introduces next: it states nothing
+    itself."""
+    following = kept[i + 1][1] if i + 1 < len(kept) else ()
+    return not kept[i][1] and bool(following) and kept[i][0].rstrip().endswith(":")
+
+
+def _lead_ins(kept: list[tuple[str, Cells]], terms: list[set[str]]) -> list[set[str]]:
+    """For each table row, the terms of the lead-in that introduces its table (what every
+    row is about, "70억(7B) 파라미터 모델 기준:"); empty for other sentences."""
+    out: list[set[str]] = []
+    lead: set[str] = set()
+    for i, (_, row) in enumerate(kept):
+        if not row:
+            lead = terms[i] if _leads_in(kept, i) else set()
+        out.append(lead if row else set())
+    return out
+
+
 def passage(kept: list[tuple[str, Cells]], i: int) -> str:
     """The sentence with the one that follows it in the chunk, when both are prose and short
     enough: notes often name the topic in one sentence and give the fact in the next."""
     sentence, row = kept[i]
-    if row or i + 1 == len(kept) or kept[i + 1][1]:
+    if row or i + 1 == len(kept) or kept[i + 1][1] or _leads_in(kept, i + 1):
         return sentence
     following = kept[i + 1][0]
     return f"{sentence} {following}" if len(sentence) + len(following) < MAX_PASSAGE else sentence

@@ -381,3 +381,17 @@ def test_an_identifier_in_the_section_names_what_its_number_is_about():
     assert not verify(answer, question, [line], weights, (line,)).ok  # HNSW is never named
     section = {line: "FAISS 정리 > IndexHNSWFlat: 그래프 기반 근사 검색"}
     assert verify(answer, question, [line], weights, (line,), section).ok
+
+
+def test_a_lead_in_is_never_the_evidence_and_gives_its_terms_to_the_table_it_introduces():
+    notes = (
+        "Weight memory is parameters times bytes per parameter. For a 7B model:\n\n"
+        "| Precision | Bytes | Weight memory |\n|---|---|---|\n"
+        "| FP16 | 2 | about 14GB |\n| INT4 | 0.5 | about 3.5GB |"
+    )
+    weights = _weights(notes, PROSE, TABLE)
+    chosen = select("How many GB does a 7B model need in INT4?", [_hit(notes)], weights)
+    assert chosen[0].quote == "Precision: INT4, Bytes: 0.5, Weight memory: about 3.5GB"
+    assert not any(e.quote.endswith(":") for e in chosen)  # the lead-in is not quoted
+    asked = named_cells(chosen[0].cells, "How many GB does a 7B model need in INT4?")
+    assert asked == "Precision: INT4, Weight memory: about 3.5GB"  # the cell in the asked unit
