@@ -1,7 +1,8 @@
 """Which rung to recommend, from the summarized rungs of one ladder (or of several models'
 ladders): the smallest whose keyword hit and reader decisions reach the lower end of the top
-rung's 95% interval; when the answers cannot tell the rungs apart, the smallest within a
-divergence budget of the top; and, said first when none does, whether any rung beats the
+rung's 95% interval; when the answers cannot tell the rungs apart (every rung answered as
+the top did, or the top's interval reaches 0), the smallest within a divergence budget of
+the top; and, said first when none does, whether any rung beats the
 evidence-only row. Used by eval/results.py."""
 
 
@@ -84,12 +85,17 @@ def _by_answers(pick: dict, top: dict, answers: dict[str, dict], label: str) -> 
     )
 
 
-def _by_divergence(pick: dict, top: dict, answers: dict[str, dict], label: str) -> str:
+def _by_divergence(pick: dict, top: dict, answers: dict[str, dict], label: str, tie: bool) -> str:
     hit = answers[top["type"]]["keyword_hit"]["value"]
+    why = (
+        f"every rung scored as {top['type']}, the {label}, did on every question (keyword hit "
+        f"{hit:.3f}), usually because the model's drafts were refused and the evidence quoted"
+        if tie
+        else f"the 95% interval of {top['type']}, the {label}, reaches down to 0 (keyword hit "
+        f"{hit:.3f}), so any rung would pass it: too few questions to rank rungs"
+    )
     return (
-        "The answers do not tell the rungs apart: every rung scored as "
-        f"{top['type']}, the {label}, did on every question (keyword hit {hit:.3f}), usually "
-        "because the model's drafts were refused and the evidence quoted. So the choice falls "
+        f"The answers do not tell the rungs apart: {why}. So the choice falls "
         f"to divergence: {pick['type']} ({pick['bytes'] / 1e6:.1f} MB, "
         f"{pick['bits_per_weight']:.2f} bits per weight) is the smallest rung whose mean KLD "
         f"stays within {KLD_BUDGET} nats; its next-token distributions on your text are "
@@ -100,7 +106,8 @@ def _by_divergence(pick: dict, top: dict, answers: dict[str, dict], label: str) 
 def recommend(rungs: list[dict], answers: dict[str, dict], label: str) -> dict:
     """The smallest rung whose keyword hit (and, with a reader model, whose judge and pick
     accuracy) reaches the lower end of the top rung's 95% interval, and when every rung
-    answered exactly as the top rung did, also stays within KLD_BUDGET of it; and whether any
+    answered exactly as the top rung did or that lower end is 0, also stays within
+    KLD_BUDGET of it; and whether any
     rung beats the evidence-only row at all, said first when none does. `label` names the top
     rung ("requantized reference" or "full precision"); a rung's divergence is from the top
     rung unless it names its own reference under `divergence_from`."""
@@ -118,12 +125,16 @@ def recommend(rungs: list[dict], answers: dict[str, dict], label: str) -> dict:
     bound = top_hit["ci95"][0] if top_hit["ci95"] else top_hit["value"]
     ok = [r for r in rungs if _within_top(answers, r["type"], top["type"])]
     tie = _answers_tie(answers, rungs)
-    if tie:
+    undecided = tie or bound <= 0  # every rung reaches a lower end of 0
+    if undecided:
         ok = [r for r in ok if r is top or r["divergence"]["kld_mean"] <= KLD_BUDGET]
     pick = min(ok, key=lambda r: (r["bytes"], -r["bits_per_weight"]))
     beating = [r["type"] for r in rungs if answers[r["type"]]["keyword_hit"]["value"] > floor]
     hit = answers[pick["type"]]["keyword_hit"]["value"]
-    choice = (_by_divergence if tie else _by_answers)(pick, top, answers, label)
+    if undecided:
+        choice = _by_divergence(pick, top, answers, label, tie)
+    else:
+        choice = _by_answers(pick, top, answers, label)
     if beating:
         summary = f"{choice} {_vs_evidence(answers, beating)}"
     else:
@@ -138,9 +149,13 @@ def recommend(rungs: list[dict], answers: dict[str, dict], label: str) -> dict:
         "bytes": pick["bytes"],
         "bits_per_weight": pick["bits_per_weight"],
         "keyword_hit": hit,
-        "criterion": f"answers tie with {top['type']} on every question; mean KLD from it "
-        f"<= {KLD_BUDGET} nats"
-        if tie
+        "criterion": (
+            f"answers tie with {top['type']} on every question"
+            if tie
+            else f"the 95% interval of {top['type']} reaches 0"
+        )
+        + f"; mean KLD from it <= {KLD_BUDGET} nats"
+        if undecided
         else f"keyword_hit (and the reader's decisions, where measured) >= lower 95% "
         f"bound of {top['type']} (keyword hit {bound:.4f})",
         "beats_evidence_only": bool(beating),

@@ -46,3 +46,21 @@ def test_answers_that_differ_choose_by_the_interval():
     assert rec["type"] == "Q2_K"  # 0.40 reaches the top's lower bound 0.35: divergence aside
     assert rec["criterion"].startswith("keyword_hit")
     assert "smallest rung whose keyword hit (0.400)" in rec["summary"]
+
+
+def test_an_interval_reaching_zero_leaves_the_choice_to_divergence():
+    """Two questions: the top's interval is [0, 1], which a rung that answers nothing
+    reaches; such a rung is not recommended unless its divergence is within the budget."""
+    answers = {
+        "Q8_0": {"keyword_hit": {"value": 0.5, "ci95": [0.0, 1.0]}},
+        "Q4_K_M": {"keyword_hit": _hit(0.0, -0.5, [-1.0, 0.0])},
+        "Q2_K": {"keyword_hit": _hit(0.0, -0.5, [-1.0, 0.0])},
+        "evidence": {"keyword_hit": {"value": 0.5}},
+    }
+    rec = recommend(RUNGS, answers, "requantized reference")
+    assert rec["type"] == "Q4_K_M"  # Q2_K reaches 0 too, but diverges 0.6 nats
+    assert (
+        rec["criterion"]
+        == f"the 95% interval of Q8_0 reaches 0; mean KLD from it <= {KLD_BUDGET} nats"
+    )
+    assert "reaches down to 0 (keyword hit 0.500)" in rec["summary"]
