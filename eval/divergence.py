@@ -20,14 +20,44 @@ a float32 memmap (`ReferenceWriter`), and each rung is compared window by window
 
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from agent.runtime.native_log import captured_native_output
+
 SEED = 0
 WINDOW = 512  # tokens per evaluated window; the second half is scored
 DEFAULT_TOKENS = 2048  # scored tokens (the reference file holds tokens x vocab float32)
+Span = tuple[list[int], int, int]  # tokens to read, and the positions [start, end) kept
+
+
+def position_logits(path: Path, spans: list[Span], threads: int) -> Iterator[np.ndarray]:
+    """For each span, the model's logits at positions start..end-1 (each predicting the
+    token after it), float32 (end - start, vocabulary); the model is opened once, with
+    logits for every position, in a context as long as the longest span."""
+    from llama_cpp import Llama
+
+    longest = max(len(tokens) for tokens, _, _ in spans)
+    with captured_native_output():
+        llm = Llama(
+            model_path=str(path),
+            n_ctx=longest,
+            n_batch=longest,
+            logits_all=True,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+    try:
+        for tokens, start, end in spans:
+            llm.reset()
+            llm.eval(tokens)
+            yield np.asarray(llm.scores[start:end], dtype=np.float32)
+    finally:
+        llm.close()
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

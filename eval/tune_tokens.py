@@ -23,6 +23,7 @@ import torch
 
 from agent.runtime.llm import Messages
 from agent.runtime.native_log import captured_native_output
+from eval.divergence import position_logits
 from retrieval.errors import UserError
 from retrieval.threads import threads
 
@@ -87,30 +88,9 @@ def shared_vocabulary(student: Path, teacher: Path) -> bool:
 def teacher_logits(teacher: Path, examples: list[Example]) -> list[torch.Tensor]:
     """Per example, the teacher's logits at the positions predicting each answer token:
     float16, (answer tokens, vocabulary)."""
-    from llama_cpp import Llama
-
-    longest = max(len(p) + len(a) for p, a in examples)
-    n = threads()
-    with captured_native_output():
-        llm = Llama(
-            model_path=str(teacher),
-            n_ctx=longest,
-            n_batch=longest,
-            logits_all=True,
-            n_threads=n,
-            n_threads_batch=n,
-            verbose=False,
-        )
-    try:
-        rows = []
-        for prompt, answer in examples:
-            llm.reset()
-            llm.eval(prompt + answer)
-            scored = np.asarray(llm.scores[len(prompt) - 1 : len(prompt) + len(answer) - 1])
-            rows.append(torch.from_numpy(scored.astype(np.float16)))
-        return rows
-    finally:
-        llm.close()
+    spans = [(p + a, len(p) - 1, len(p) + len(a) - 1) for p, a in examples]
+    scored = position_logits(teacher, spans, threads())
+    return [torch.from_numpy(rows.astype(np.float16)) for rows in scored]
 
 
 def batch_teacher_logits(
