@@ -12,12 +12,12 @@ otherwise the teacher's answers are the only signal
 (sequence-level distillation), and the run says so. Each step takes BATCH pairs in order,
 wrapping around, and prints one progress line. After every step the adapters, the
 optimizer state and the step are saved to `<out>/checkpoint.pt`; a later run with the same
-student file, LoRA settings, learning rate, loss and training data resumes from it. With
---minutes the run keeps to a time budget: new pairs only in its first PAIRS_SHARE, then
-steps while the next one (timed as the last) ends in time; loading and the teacher's
-distributions are not cut short. The
-result is `<out>/adapter.gguf` with its sidecar `adapter.json` (eval/lora_gguf.py), which
-llama.cpp applies on top of the quantized student.
+student file, LoRA settings, learning rate and loss resumes from it, also when the pairs
+grew since (it says so). With --minutes the run keeps to a time budget: new pairs only in
+its first PAIRS_SHARE, then steps while the next one (timed as the last) ends in time;
+loading and the teacher's distributions are not cut short. The result is
+`<out>/adapter.gguf` with its sidecar `adapter.json` (eval/lora_gguf.py), which llama.cpp
+applies on top of the quantized student.
 """
 
 import contextlib
@@ -99,6 +99,7 @@ class Training:
     step: int = 0
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0  # spent in training steps, over every resumed run
+    data: str = ""  # the hash of the pairs trained on (data_hash)
 
 
 def check_options(options: TuneOptions) -> None:
@@ -178,9 +179,9 @@ def kept_pairs(
     return kept
 
 
-def run_key(student_sha: str, config: LoraConfig, data: str, lr: float, kl: bool) -> str:
-    """What a checkpoint must match to be resumed."""
-    parts = {"student": student_sha, "lora": asdict(config), "data": data, "lr": lr, "kl": kl}
+def run_key(student_sha: str, config: LoraConfig, lr: float, kl: bool) -> str:
+    """What a checkpoint must match to be resumed (the pairs may have grown since)."""
+    parts = {"student": student_sha, "lora": asdict(config), "lr": lr, "kl": kl}
     parts |= {"alpha_ce": ALPHA_CE, "temperature": TEMPERATURE, "batch": BATCH}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -191,6 +192,7 @@ def save_checkpoint(path: Path, training: Training) -> None:
         "step": training.step,
         "losses": training.losses,
         "seconds": training.seconds,
+        "data": training.data,
         "lora": {n: (m.lora_a.detach(), m.lora_b.detach()) for n, m in training.layers.items()},
         "optimizer": training.optimizer.state_dict(),
     }
@@ -200,7 +202,9 @@ def save_checkpoint(path: Path, training: Training) -> None:
 
 
 def resume(path: Path, training: Training, say: Say) -> None:
-    """Continue from the checkpoint when it was made by the same run settings."""
+    """Continue from the checkpoint when it was made by the same run settings, also when
+    the pairs changed since (a --minutes run read more chunks): the adapters go on over the
+    pairs as they are now."""
     if not path.is_file():
         return
     try:
@@ -209,7 +213,7 @@ def resume(path: Path, training: Training, say: Say) -> None:
         say(f"checkpoint {path} is unreadable ({type(exc).__name__}): starting over")
         return
     if state.get("key") != training.key:
-        say(f"checkpoint {path} is for another student, settings or data: starting over")
+        say(f"checkpoint {path} is for another student or settings: starting over")
         return
     with torch.no_grad():
         for name, (a, b) in state["lora"].items():
@@ -219,6 +223,8 @@ def resume(path: Path, training: Training, say: Say) -> None:
     training.step, training.losses = state["step"], list(state["losses"])
     training.seconds = float(state.get("seconds", 0.0))
     say(f"resumed from checkpoint {path} at step {training.step}")
+    if state.get("data") != training.data:
+        say("the pairs changed since that step: training goes on over the pairs as they are now")
 
 
 def batch_at(
@@ -321,7 +327,8 @@ def tune(options: TuneOptions, say: Say) -> dict:
     training = Training(
         layers,
         make_optimizer(layers, options.lr, config.seed),
-        run_key(student_sha, config, data, options.lr, kl),
+        run_key(student_sha, config, options.lr, kl),
+        data=data,
     )
     checkpoint = options.out / CHECKPOINT
     resume(checkpoint, training, say)

@@ -239,9 +239,9 @@ def test_tune_trains_exports_an_adapter_llama_cpp_applies_and_resumes(
 
 
 def test_a_checkpoint_resumes_only_the_same_run(tmp_path: Path):
-    def training(key: str) -> Training:
+    def training(key: str, data: str = "pairs-1") -> Training:
         layers = {"proj": LoraLinear(torch.nn.Linear(4, 4), LoraConfig(rank=2), Generator())}
-        return Training(layers, make_optimizer(layers, 1e-3), key)
+        return Training(layers, make_optimizer(layers, 1e-3), key, data=data)
 
     saved = training("run-a")
     with torch.no_grad():
@@ -254,12 +254,20 @@ def test_a_checkpoint_resumes_only_the_same_run(tmp_path: Path):
     resume(path, same, said.append)
     assert (same.step, same.losses) == (7, [2.0, 1.5])
     assert torch.equal(same.layers["proj"].lora_b, saved.layers["proj"].lora_b)
+    assert len(said) == 1  # the same pairs: nothing more to say
+    grown = training("run-a", data="pairs-2")  # a --minutes run read more chunks since
+    resume(path, grown, said.append)
+    assert grown.step == 7 and torch.equal(grown.layers["proj"].lora_b, saved.layers["proj"].lora_b)
+    assert (
+        said[2]
+        == "the pairs changed since that step: training goes on over the pairs as they are now"
+    )
     other = training("run-b")
     resume(path, other, said.append)
     assert other.step == 0 and not other.layers["proj"].lora_b.any()
     path.write_bytes(path.read_bytes()[:100])
     resume(path, training("run-a"), said.append)
-    assert "starting over" in said[1] and "unreadable" in said[2], said
+    assert "starting over" in said[3] and "unreadable" in said[4], said
 
 
 def test_only_the_chunks_that_could_answer_an_eval_question_are_held_out():
