@@ -1,5 +1,5 @@
-"""Which layers `bitrag eval --prune N` removes: by default those whose removal alone changes
-the model least, measured on the user's notes.
+"""Which layers `bitrag eval --prune N` (and `bitrag quantize --prune N`) removes: by default
+those whose removal alone changes the model least, measured on the user's notes.
 
 Rule `measured`: for every block but the last (it maps to the output), the source is
 requantized to Q8_0 without that block alone, and its next-token distributions are compared
@@ -29,6 +29,7 @@ from eval.calibration import describe, sample
 from eval.divergence import position_logits
 from eval.quantize import prune_rule, quantize_one
 from retrieval.errors import UserError
+from retrieval.threads import threads
 
 RULES = ("measured", "before-last")
 RANK_TOKENS = 512  # scored tokens per layer, at most
@@ -143,3 +144,13 @@ def order(
         found |= {"sample": description, "tokens": tokens}
         eval_cache.write_json(cached, found)
     return found
+
+
+def measured_layers(src: Path, layers: int, count: int, index, out_dir: Path, say) -> tuple:
+    """`bitrag quantize --prune COUNT`'s blocks by the measured rule: the `count` whose
+    removal alone changes the model at `src` least on the sampled notes of `index` (no
+    divergence windows to hold out here), measured once and cached in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = {"path": str(src), "sha256": eval_cache.sha256_file(src)}
+    found = order("measured", source, layers, index, [], RANK_TOKENS, out_dir, threads(), say)
+    return layers_for(found["order"], count)

@@ -179,7 +179,8 @@ def prune_rule(layers: int, count: int) -> tuple[int, ...]:
     """The layers to remove: the `count` blocks just before the last one (the last block maps
     to the output and is kept), refused when nothing would be left. Simple, not best: on the
     embedded 135M, block 28 of 30 alone costs 1.00 nats of KLD and block 17 0.12, so
-    `bitrag eval --prune` ranks blocks by measurement instead (eval/prune_order.py)."""
+    `bitrag eval --prune` and `bitrag quantize --prune` rank blocks by measurement unless
+    told --prune-rule before-last (eval/prune_order.py)."""
     if count < 1 or count >= layers - 1:
         raise UserError(f"cannot remove {count} of {layers} layers: give 1 to {layers - 2}")
     return tuple(range(layers - 1 - count, layers - 1))

@@ -2,6 +2,7 @@
 held-out chunk, one language on request, up to a budget), and `bitrag quantize --imatrix`
 through the CLI with real llama.cpp on the embedded model over a small real index."""
 
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -79,8 +80,10 @@ def test_a_pruned_output_has_fewer_layers_and_still_generates(model_path: Path, 
     assert prune_rule(source.layers, 2) == (source.layers - 3, source.layers - 2)
     out = tmp_path / "out"
     args = [str(model_path), "--types", "Q8_0", "--out", str(out), "--prune", "2", "--json"]
-    result = CliRunner().invoke(cli, ["quantize", *args])
+    result = CliRunner().invoke(cli, ["quantize", *args, "--prune-rule", "before-last"])
     assert result.exit_code == 0, result.output
+    removed = json.loads(result.stdout)["outputs"][0]["pruned_layers"]
+    assert removed == [source.layers - 3, source.layers - 2]
     path = out / f"{model_path.stem}.Q8_0-pruned2.gguf"
     pruned = inspect_gguf(path)
     assert pruned.layers == source.layers - 2
@@ -91,6 +94,26 @@ def test_a_pruned_output_has_fewer_layers_and_still_generates(model_path: Path, 
         assert llm.create_completion("Quantization is", max_tokens=4, temperature=0)["choices"]
     finally:
         llm.close()
+
+
+def test_measured_pruning_removes_the_blocks_that_change_the_model_least_on_the_notes(
+    model_path: Path, small_index: Path, tmp_path: Path
+):
+    from agent.runtime.model_file import inspect_gguf
+
+    out = tmp_path / "out"
+    args = [str(model_path), "--types", "Q8_0", "--out", str(out), "--prune", "1"]
+    result = CliRunner().invoke(cli, ["quantize", *args, "--index", str(small_index)])
+    assert result.exit_code == 0, result.output
+    layers = inspect_gguf(model_path).layers
+    assert f"ranking layers: [{layers - 1}/{layers - 1}]" in result.stderr  # every block but one
+    (ranked,) = out.glob(".prune-order-*.json")
+    effects = json.loads(ranked.read_text())["effects"]
+    cheapest = min(effects, key=lambda e: (e["kld"], e["layer"]))["layer"]
+    assert cheapest != layers - 2  # not the before-last rule's pick (measured: 1.00 nats)
+    pruned = inspect_gguf(out / f"{model_path.stem}.Q8_0-pruned1.gguf")
+    assert pruned.layers == layers - 1
+    assert not list(out.glob(".prune-rank-*"))  # the per-layer files are gone
 
 
 def test_pruning_every_layer_is_refused_before_anything_is_written(model_path: Path, tmp_path):

@@ -14,7 +14,12 @@ from retrieval.errors import UserError
 if TYPE_CHECKING:
     from eval.imatrix import Imatrix
 
-PRUNE_HELP = "Remove this many whole layers (those just before the last) from every output."
+PRUNE_HELP = "Remove this many whole layers from every output (which: --prune-rule)."
+PRUNE_RULE_HELP = (
+    "Which layers --prune removes: those whose removal alone changes the model least on the "
+    "index's notes (one Q8_0 requantization per layer to measure), or the blocks just before "
+    "the last (no measurement)."
+)
 IMATRIX_HELP = (
     "Importance matrix for every type (admits Q2_K_S, IQ2_XXS...): a llama.cpp .dat file, or "
     "'notes' to compute one from the index's notes, saved beside the outputs."
@@ -89,6 +94,13 @@ def models_install(name: str, as_json: bool) -> None:
 @click.option("--imatrix", "imatrix_from", help=IMATRIX_HELP)
 @click.option("--index", help=INDEX_HELP)
 @click.option("--prune", default=0, type=click.IntRange(0), help=PRUNE_HELP)
+@click.option(
+    "--prune-rule",
+    type=click.Choice(["measured", "before-last"]),
+    default="measured",
+    show_default=True,
+    help=PRUNE_RULE_HELP,
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def quantize(
     src: str,
@@ -97,6 +109,7 @@ def quantize(
     imatrix_from: str | None,
     index: str | None,
     prune: int,
+    prune_rule: str,
     as_json: bool,
 ) -> None:
     """Requantize a GGUF model into each of the given types (llama.cpp)."""
@@ -107,14 +120,19 @@ def quantize(
     if not wanted:
         raise UserError("no quantization types given: pass --types Q8_0,Q4_K_M,...")
     source, out = Path(src).expanduser(), Path(out_dir).expanduser()
-    check(source, wanted, out, imatrix_from is not None, prune)  # before a matrix is computed
+    info, _, _ = check(source, wanted, out, imatrix_from is not None, prune)  # before work
 
     def show(message: str) -> None:
         if not as_json:
             click.echo(message, err=True)
 
     imatrix = _imatrix(imatrix_from, source, index, out, show) if imatrix_from else None
-    result = run_quantize(source, wanted, out, show, imatrix, prune)
+    layers: int | tuple[int, ...] = prune
+    if prune and prune_rule == "measured":
+        from eval.prune_order import measured_layers
+
+        layers = measured_layers(info.path, info.layers, prune, open_default(index), out, show)
+    result = run_quantize(source, wanted, out, show, imatrix, layers)
     if as_json:
         print_json(result)
         return
