@@ -251,15 +251,16 @@ def train(
     say: Say,
     until: float | None = None,
 ) -> tuple[int, float]:
-    """Train up to step `steps`, or while the next step (as long as the last one) ends
-    before `until`; (tokens read, seconds) of this run's steps. A run makes one step at
-    least."""
-    tokens, seconds, took = 0, 0.0, 0.0
+    """Train up to step `steps`, or while the next step (as long as the last one, batching
+    and checkpoint included) ends before `until`; (tokens read, seconds) of this run's
+    steps. A run makes one step at least."""
+    tokens, seconds, lap = 0, 0.0, 0.0
     alpha_ce = ALPHA_CE if rows is not None else 1.0
     while training.step < steps:
-        if until is not None and took and time.perf_counter() + took > until:
+        if until is not None and lap and time.perf_counter() + lap > until:
             say(f"time: stopped at step {training.step} of {steps} to end within --minutes")
             break
+        began = time.perf_counter()
         batch, teacher = batch_at(training.step + 1, examples, rows)
         start = time.perf_counter()
         loss = train_step(model, training.optimizer, batch, teacher, alpha_ce, TEMPERATURE)
@@ -274,6 +275,7 @@ def train(
             f"step {training.step}/{steps} loss {loss.total:.4f} (ce {loss.ce:.4f}, "
             f"kl {loss.kl:.4f}) {read / took:.0f} tokens/s"
         )
+        lap = time.perf_counter() - began
     return tokens, seconds
 
 
