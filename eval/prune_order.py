@@ -146,7 +146,9 @@ def order(
     return found
 
 
-def measured_layers(src: Path, layers: int, count: int, index, out_dir: Path, say) -> tuple:
+def measured_layers(
+    src: Path, layers: int, count: int, index, out_dir: Path, say
+) -> tuple[int, ...]:
     """`bitrag quantize --prune COUNT`'s blocks by the measured rule: the `count` whose
     removal alone changes the model at `src` least on the sampled notes of `index` (no
     divergence windows to hold out here), measured once and cached in `out_dir`."""
