@@ -2,6 +2,7 @@
 citation checks, follow-ups ordered after their parent, and the rows (evidence-only, the
 embedded model, the Qwen pack). Shared by `bitrag eval` and eval/bench/answers.py."""
 
+import re
 from pathlib import Path
 
 from agent.evidence import TermWeights
@@ -15,8 +16,16 @@ PACK_ROWS = {"qwen": "qwen2.5-coder-0.5b", "qwen-1.5b": "qwen2.5-coder-1.5b"}
 
 
 def keyword_hit(answer: str, question: Question) -> bool:
+    """Every keyword group has an alternative in the answer; a number stands alone ("2
+    points" is not in "32 points", "1.2" is not in "1.25")."""
     text = answer.lower()
-    return all(any(alt.lower() in text for alt in group) for group in question.keywords)
+    return all(any(_contains(text, alt.lower()) for alt in group) for group in question.keywords)
+
+
+def _contains(text: str, keyword: str) -> bool:
+    before = r"(?<![\d.])" if keyword[:1].isdigit() else ""
+    after = r"(?!\.?\d)" if keyword[-1:].isdigit() else ""
+    return re.search(before + re.escape(keyword) + after, text) is not None
 
 
 def answer_hit(result: dict, question: Question) -> bool:

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from eval.answers_per_rung import score
 from eval.dataset import Question
-from eval.scoring import answer_hit
+from eval.scoring import answer_hit, keyword_hit
 
 GGUF = Question(
     id="t-1",
@@ -61,3 +61,14 @@ def test_the_confirm_is_right_when_it_keeps_a_right_draft_or_refuses_a_wrong_one
         assert score(record, question)["confirm_right"] == expected, (draft, mode, answerable)
     unchecked = _result("quote", False) | {"draft": right, "reader": {"confirmed": {}}}
     assert score(unchecked, GGUF)["confirm_right"] is None  # the check refused it first
+
+
+def test_a_number_keyword_is_not_part_of_a_longer_number():
+    margin = replace(GGUF, keywords=[["2 points", "±2"]])
+    assert not keyword_hit("About 32 points.", margin)
+    assert not keyword_hit("About ±2.5.", margin)
+    assert keyword_hit("About 2 points (4.0 halved).", margin)
+    assert keyword_hit("The margin is ±2.", margin)
+    size = replace(GGUF, keywords=[["120"], ["3.5GB", "3.5 GB"]])
+    assert keyword_hit("120,000 bytes per sequence, and 약 3.5GB.", size)
+    assert not keyword_hit("1120 bytes, and 13.5 GB.", size)
