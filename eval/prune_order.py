@@ -26,7 +26,7 @@ import numpy as np
 
 from eval import eval_cache
 from eval.calibration import describe, sample
-from eval.divergence import position_logits
+from eval.divergence import log_softmax, position_logits
 from eval.quantize import prune_rule, quantize_one
 from retrieval.errors import UserError
 from retrieval.threads import threads
@@ -62,14 +62,8 @@ def _windows(vocab, texts: list[str], tokens: int) -> list[list[int]]:
 
 def _logprobs(path: Path, windows: list[list[int]], threads: int) -> np.ndarray:
     """Log-probabilities of the scored half of every window, (tokens, vocab) float32."""
-    rows = []
     spans = [(window, WINDOW // 2, len(window)) for window in windows]
-    for scored in position_logits(path, spans, threads):
-        logits = scored.astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        rows.append(logits.astype(np.float32))
-    return np.concatenate(rows)
+    return np.concatenate([log_softmax(s) for s in position_logits(path, spans, threads)])
 
 
 def _kld(ref: np.ndarray, other: np.ndarray) -> float:
