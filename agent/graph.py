@@ -177,14 +177,17 @@ def result(state: State, timings: dict[str, float]) -> dict:
 
 
 def _reader(state: State) -> dict | None:
-    """What the reader model decided: the chunks it read and the one it answered from (None:
-    it abstained); None when cut-offs decided."""
+    """What the reader model decided: the chunks it read, the one its judge named (None:
+    none) and the one it answered from (None: it abstained, also after naming one, when the
+    check refused the draft and the quote); None when cut-offs decided."""
     shown = state.get("passages") or []
     if not shown:
         return None
-    picked = 0 if state.get("mode") == "abstained" else state.get("picked") or 0
+    named = state.get("picked") or 0
+    picked = 0 if state.get("mode") == "abstained" else named
     return {
         "read": [h.chunk.chunk_id for h in shown],
+        "named": shown[named - 1].chunk.chunk_id if named else None,
         "picked": shown[picked - 1].chunk.chunk_id if picked else None,
         "likelihood": [round(p, 4) for p in state.get("judged") or []],
         "confirmed": {k: round(p, 4) for k, p in (state.get("confirmed") or {}).items()},

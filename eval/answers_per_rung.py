@@ -69,7 +69,9 @@ def token_f1(answer: str, reference: str) -> float:
 
 def decisions(record: dict, q: Question) -> dict:
     """What the reader model decided, scored; None where it did not decide (no reader, or
-    a measure that does not apply to the question)."""
+    a measure that does not apply to the question). The judge and the pick are scored on the
+    passage the judge named (`picked_text`), not on what the check kept: a judge that names a
+    passage for an unanswerable question is wrong even when the check then abstains."""
     picked = record.get("picked_text")
     judged = record.get("reader") is not None
     draft = record.get("draft") or ""
@@ -120,9 +122,16 @@ def conversations(questions: list[Question]) -> list[list[Question]]:
     return groups
 
 
+def named(reader: dict | None) -> str | None:
+    """The chunk the reader's judge named (None: it named none), whatever the check did with
+    its draft after; a record kept before "named" was, the chunk it answered from."""
+    reader = reader or {}
+    return reader.get("named", reader.get("picked"))
+
+
 def _keep(result: dict, q: Question, seconds: float, texts: dict[str, str]) -> dict:
     reader = result.get("reader")
-    picked = (reader or {}).get("picked")
+    picked = named(reader)
     return {
         "reader": reader,
         "picked_text": texts.get(picked, "") if picked else None,

@@ -49,7 +49,7 @@ def test_the_judge_picks_then_the_answer_comes_from_the_picked_passage(reader_ag
     result = reader_agent.ask("How many hours of sun do tomatoes need?")
     picked = result["reader"]["picked"]
     assert picked and picked.endswith("garden.md#0")
-    assert picked in result["reader"]["read"]
+    assert picked in result["reader"]["read"] and result["reader"]["named"] == picked
     for node in ("judge_s", "pick_s", "write_s", "check_s"):
         assert node in result["timings"]
     if result["mode"] == "generated":
@@ -68,6 +68,8 @@ def test_a_topic_without_the_answer_abstains(reader_agent):
     # the garden note speaks of tomatoes' sun and water, not of their height
     result = reader_agent.ask("How tall do tomatoes grow?")
     assert result["reader"]["read"] and result["reader"]["picked"] is None
+    # the judge named a passage exactly when the write job ran over it
+    assert (result["reader"]["named"] is None) == (result["draft"] == "")
     assert result["abstained"] and result["citations"] == []
     assert "Closest source: garden.md#0." in result["answer"]
 

@@ -3,7 +3,7 @@ repeats the question's words."""
 
 from dataclasses import replace
 
-from eval.answers_per_rung import score
+from eval.answers_per_rung import decisions, named, score
 from eval.dataset import Question
 from eval.scoring import answer_hit, keyword_hit
 
@@ -72,3 +72,17 @@ def test_a_number_keyword_is_not_part_of_a_longer_number():
     size = replace(GGUF, keywords=[["120"], ["3.5GB", "3.5 GB"]])
     assert keyword_hit("120,000 bytes per sequence, and 약 3.5GB.", size)
     assert not keyword_hit("1120 bytes, and 13.5 GB.", size)
+
+
+def test_the_judge_is_scored_on_the_passage_it_named_not_on_what_the_check_kept():
+    # the judge named the GGUF passage; the check then refused the draft and the quote
+    reader = {"read": ["gguf.md#0", "other.md#1"], "named": "gguf.md#0", "picked": None}
+    record = _result("The notes do not answer this.", True) | {"reader": reader, "draft": "x"}
+    texts = {"gguf.md#0": "Every GGUF file starts with the magic GGUF.", "other.md#1": "..."}
+    record["picked_text"] = texts[named(reader)]
+    answerable = decisions(record, GGUF)
+    assert answerable["judge_answerable"] == 1.0 and answerable["pick_right"] == 1.0
+    unanswerable = decisions(record, replace(GGUF, keywords=[], type="unanswerable"))
+    assert unanswerable["judge_unanswerable"] == 0.0  # it named a passage: wrong, though refused
+    old = {"read": reader["read"], "picked": None}  # kept before "named" was: what it answered
+    assert named(old) is None and named(reader | {"named": None}) is None

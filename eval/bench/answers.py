@@ -12,10 +12,11 @@ the chosen split: keyword hit of the answer text (every keyword group present; a
 abstention never hits), answered rate on answerable questions, abstention rate on unanswerable ones,
 citation precision (a cited chunk comes from one of the question's sources),
 mode counts, answers with a repeated sentence, seconds per question; where the
-reader decided: judge accuracy on answerable questions (it picked a passage) and on
-unanswerable ones (it picked none), pick accuracy (the picked passage holds the
-keywords), draft keyword hit before the check and the share of drafts kept. Each
-row's keyword hit is set against the evidence row's with a paired 95% interval.
+reader decided: judge accuracy on answerable questions (it named a passage) and on
+unanswerable ones (it named none), whatever the check did after, pick accuracy (the
+passage it named holds the keywords), draft keyword hit before the check and the share
+of drafts kept. Each row's keyword hit is set against the evidence row's with a paired
+95% interval.
 --record FILE appends one JSON line per answered question (row, id, seconds, the
 picked passage's text and the agent's whole result: draft, evidence, reader
 likelihoods), so a run cut short keeps what it measured and drafts can be re-checked
@@ -32,7 +33,7 @@ import numpy as np
 
 from agent.graph import Agent
 from agent.verify import has_repeat
-from eval.answers_per_rung import decisions
+from eval.answers_per_rung import decisions, named
 from eval.dataset import Question, load_questions
 from eval.paired_bootstrap import DECISIONS, draws, interval
 from eval.scoring import ROWS, answer_hit, cited_right, keyword_hit, make_agent, ordered
@@ -52,7 +53,7 @@ def run_row(agent: Agent, questions: list[Question], progress=None) -> list[dict
         start = time.perf_counter()
         result = agent.ask(q.question, session)
         seconds = time.perf_counter() - start
-        picked = (result.get("reader") or {}).get("picked")
+        picked = named(result.get("reader"))
         text = texts.get(picked, "") if picked else None
         records.append({"question": q, "result": result, "seconds": seconds, "picked": text})
         if progress:
@@ -63,7 +64,7 @@ def run_row(agent: Agent, questions: list[Question], progress=None) -> list[dict
 def progress_line(record: dict) -> None:
     """One line per answered question, so a run cut short still shows what it measured."""
     q, result = record["question"], record["result"]
-    picked = (result.get("reader") or {}).get("picked")
+    picked = named(result.get("reader"))
     hit = answer_hit(result, q) if q.answerable else None
     print(
         json.dumps(
