@@ -236,15 +236,28 @@ def check(state: State, runtime: Runtime[Context]) -> State:
             "confirmed": confirmed,
         }
     fallback = state | _best_read(state, runtime)
+    note = f"the evidence is quoted instead of the model's answer ({reason})"
     if not verdict.ok and state["picked"]:
-        if not _gate(fallback, runtime):
-            return abstain(state, runtime)  # neither the model nor the cut-off backs a quote
+        if not _gate(fallback, runtime):  # neither the model nor the cut-off backs a quote
+            return _unbacked(state, runtime, note) | {"confirmed": confirmed}
         if reads:
             confirmed["quote"] = _confirm(fallback, runtime, fallback["evidence"][0].quote, True)
             if confirmed["quote"] < reader.CONFIRM_QUOTE_UNBACKED:
-                return abstain(state, runtime) | {"confirmed": confirmed}
-    note = f"the evidence is quoted instead of the model's answer ({reason})"
+                return _unbacked(state, runtime, note) | {"confirmed": confirmed}
     return quote(fallback, note) | {"confirmed": confirmed}
+
+
+def _unbacked(state: State, runtime: Runtime[Context], note: str) -> State:
+    """After a draft the evidence did not back and a quote of what the reader read that
+    nothing backs: the cut-off path's own quote (`select_evidence` over every hit) when its
+    closest sentence is clearly close in meaning (reader.CLEAR_SIMILARITY), else abstain."""
+    if not runtime.context.semantic or not state["hits"]:
+        return abstain(state, runtime)
+    cut = select_evidence(state, runtime)
+    if not cut["evidence"] or cut["similarity"] < reader.CLEAR_SIMILARITY:
+        return abstain(state, runtime)
+    clear = f"the closest sentence is clearly close in meaning ({cut['similarity']:.2f})"
+    return quote(state | cut, f"{note}; {clear}")
 
 
 def _confirm(state: State, runtime: Runtime[Context], answer: str, quoted: bool = False) -> float:

@@ -218,3 +218,22 @@ def test_a_quote_after_an_unbacked_draft_needs_the_readers_yes(toy_index, monkey
     refused = nodes.check(state, runtime)
     assert refused["mode"] == "abstained" and refused["citations"] == []
     assert refused["confirmed"]["quote"] == pytest.approx(quoted["confirmed"]["quote"])
+
+
+def test_a_clear_cut_off_quote_answers_when_the_reader_backs_none(toy_index, monkeypatch):
+    """After an unbacked draft and a quote the reader does not confirm, the cut-off path's
+    own quote over every hit is given when its closest sentence is clearly close in meaning
+    to the question; else the turn abstains."""
+    from agent import nodes, reader
+
+    state, runtime, by_note = _unbacked_draft(toy_index, ["trains.md", "garden.md"], True)
+    state["hits"] = [by_note["garden.md"], by_note["trains.md"]]
+    monkeypatch.setattr(reader, "CONFIRM_QUOTE_UNBACKED", 1.01)  # the reader never says yes
+    monkeypatch.setattr(reader, "CLEAR_SIMILARITY", 0.0)
+    quoted = nodes.check(state, runtime)
+    assert quoted["mode"] == "quoted" and "Tomatoes need six hours of sun" in quoted["answer"]
+    assert "clearly close in meaning (0." in quoted["note"]
+    assert quoted["citations"][0]["chunk_id"] == by_note["garden.md"].chunk.chunk_id
+    monkeypatch.setattr(reader, "CLEAR_SIMILARITY", 1.01)
+    refused = nodes.check(state, runtime)
+    assert refused["mode"] == "abstained" and refused["citations"] == []
