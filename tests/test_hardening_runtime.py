@@ -219,7 +219,8 @@ def test_an_index_from_a_newer_bitrag_is_kept_and_upgrade_advised(run, tmp_path)
 def test_doctor_checks_the_session_store(run, home):
     from agent.assemble import session_store
 
-    session_store("work").setup()  # the store `--session` writes, with its tables
+    store = session_store("work")  # the store `--session` writes, with its tables
+    store.conn.close()  # as when no bitrag runs: its WAL is folded in, the file alone holds it
     report = json.loads(run("doctor", "--json").stdout)
     assert report["sessions"] == {
         "path": str(home / "sessions.sqlite"),
