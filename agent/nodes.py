@@ -251,9 +251,7 @@ def _unbacked(state: State, runtime: Runtime[Context], note: str) -> State:
     """After a draft the evidence did not back and a quote of what the reader read that
     nothing backs: the cut-off path's own quote (`select_evidence` over every hit) when its
     closest sentence is clearly close in meaning (reader.CLEAR_SIMILARITY), else abstain."""
-    if not runtime.context.semantic or not state["hits"]:
-        return abstain(state, runtime)
-    cut = select_evidence(state, runtime)
+    cut = select_evidence(state, runtime)  # without the meaning check, its similarity is 0
     if not cut["evidence"] or cut["similarity"] < reader.CLEAR_SIMILARITY:
         return abstain(state, runtime)
     clear = f"the closest sentence is clearly close in meaning ({cut['similarity']:.2f})"
