@@ -268,8 +268,21 @@ def _decisions(r: dict) -> list[str]:
         for x in rungs
     ]
     intro = "The model reads the top passages and names the one that states the answer, or none."
+    intro += _who_refused(rungs)
     return ["", "## The reader's decisions per rung (95% intervals)", "", intro, ""] + table(
         head, rows
+    )
+
+
+def _who_refused(rungs: list[dict]) -> str:
+    """Said when no rung's judge named none for an unanswerable question: then what refused
+    them was the check after the draft, and the judge column does not measure refusing."""
+    judged = [x["answers"].get("judge_unanswerable") or {} for x in rungs]
+    if not all(j.get("n") and j.get("value") == 0 for j in judged):
+        return ""
+    return (
+        " At every rung it named a passage for every unanswerable question: the refusals were"
+        " made by the checks after its draft (the evidence check, the model's yes), not by it."
     )
 
 

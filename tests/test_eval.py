@@ -278,6 +278,20 @@ def test_a_reader_models_decisions_are_measured_per_rung(
     assert "## The reader's decisions per rung" in (out / "report.md").read_text()
 
 
+@pytest.mark.parametrize(("named_none", "said"), [((0.0, 0.0), True), ((0.0, 0.2), False)])
+def test_the_report_says_when_the_checks_not_the_judge_refused(named_none, said):
+    from eval.report import _decisions
+
+    def rung(kind: str, none: float) -> dict:
+        measured = {"value": none, "n": 5, "ci95": [none, none]}
+        return {"type": kind, "answers": {"pick_right": measured, "judge_unanswerable": measured}}
+
+    rungs = [rung("Q8_0", named_none[0]), rung("Q2_K", named_none[1])]
+    text = "\n".join(_decisions({"rungs": rungs}))
+    assert ("the refusals were made by the checks after its draft" in text) is said
+    assert text.count("| Q8_0 |") == 1 and text.count("| Q2_K |") == 1
+
+
 def test_several_models_share_one_table_and_one_plot(
     env: dict, sample_index: Path, model_path: Path, tmp_path: Path
 ):
