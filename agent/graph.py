@@ -1,7 +1,9 @@
 """The agent graph, assembled in one place, and `Agent`, which runs one turn of it.
 
     start -> retrieve -> judge -> pick -> write -> check -> remember    (a model that reads)
-                 ^         |-> rewrite (once) -> retrieve   |-> abstain ("not stated")
+                 ^         |-> rewrite (once) -> retrieve   |-> rewrite (once), abstain
+                 |                 (from write when its draft says "not stated", from check
+                 |                  when neither the draft nor a quote was backed)
                  |-> select_evidence -> grade -> generate -> check -> remember
                  ^                             |-> rewrite (once) -> retrieve
                  |                             |-> quote_unreadable / abstain -> remember
@@ -11,7 +13,8 @@ When the model reads the question's language and `Context.reader` is on, the mod
 decides: it names the passage that states the answer, or none (then the search is
 rewritten once, then the turn abstains); `check` keeps its draft when the evidence backs it
 and the model confirms it, else quotes (after a draft the evidence did not back, only when
-the cut-off backs the quote and the model confirms it).
+the cut-off backs the quote and the model confirms it); a turn it refuses reads once more,
+deeper, over passages not read yet, before it abstains.
 Otherwise similarity cut-offs decide (`grade`).
 
 Conversations are checkpointed by LangGraph (SQLite under BITRAG_HOME for a
@@ -55,9 +58,20 @@ def after_judge(state: State) -> Judged:
     return "rewrite" if len(state["searched"]) < 2 else "abstain"
 
 
-def after_write(state: State) -> Literal["check", "abstain"]:
-    """A draft that says the notes do not state the answer is taken at its word."""
-    return "abstain" if reader.declined(state["draft"]) else "check"
+def after_write(state: State) -> Literal["check", "rewrite", "abstain"]:
+    """A draft that says the notes do not state the answer is taken at its word: the
+    search is rewritten once (deeper, over passages not read yet), then the turn abstains."""
+    if not reader.declined(state["draft"]):
+        return "check"
+    return "rewrite" if len(state["searched"]) < 2 else "abstain"
+
+
+def after_check(state: State) -> Literal["rewrite", "remember"]:
+    """A reader turn the check refused (neither the draft nor a quote backed) reads once
+    more, deeper, over passages it has not read, before it abstains: retrieval's fourth and
+    fifth passages and the rewritten search's, where the first three did not state it."""
+    again = state["mode"] == "abstained" and state["passages"] and len(state["searched"]) < 2
+    return "rewrite" if again else "remember"
 
 
 def grade(state: State, runtime: Runtime[Context]) -> Grade:
@@ -101,7 +115,8 @@ def build_graph(checkpointer: BaseCheckpointSaver | None = None):
     graph.add_conditional_edges("select_evidence", grade)
     graph.add_edge("rewrite", "retrieve")
     graph.add_edge("generate", "check")
-    for last in ("check", "quote_unreadable", "abstain", "use_tool", "chat"):
+    graph.add_conditional_edges("check", after_check)
+    for last in ("quote_unreadable", "abstain", "use_tool", "chat"):
         graph.add_edge(last, "remember")
     graph.add_edge("remember", END)
     return graph.compile(checkpointer=checkpointer)
@@ -177,18 +192,20 @@ def result(state: State, timings: dict[str, float]) -> dict:
 
 
 def _reader(state: State) -> dict | None:
-    """What the reader model decided: the chunks it read, the one its judge named (None:
-    none) and the one it answered from (None: it abstained, also after naming one, when the
-    check refused the draft and the quote); None when cut-offs decided."""
+    """What the reader model decided: the chunks it read (over both searches), the one its
+    judge last named (None: it named none) and the one it answered from (None: it abstained,
+    also after naming one, when the check refused the draft and the quote); None when
+    cut-offs decided."""
     shown = state.get("passages") or []
     if not shown:
         return None
-    named = state.get("picked") or 0
-    picked = 0 if state.get("mode") == "abstained" else named
+    current = [h.chunk.chunk_id for h in shown]
+    before = [c for c in state.get("examined") or [] if c not in current]
+    picked = 0 if state.get("mode") == "abstained" else state.get("picked") or 0
     return {
-        "read": [h.chunk.chunk_id for h in shown],
-        "named": shown[named - 1].chunk.chunk_id if named else None,
-        "picked": shown[picked - 1].chunk.chunk_id if picked else None,
+        "read": before + current,
+        "named": state.get("named"),
+        "picked": current[picked - 1] if picked else None,
         "likelihood": [round(p, 4) for p in state.get("judged") or []],
         "confirmed": {k: round(p, 4) for k, p in (state.get("confirmed") or {}).items()},
     }

@@ -46,6 +46,7 @@ def start(state: State, runtime: Runtime[Context]) -> State:
         "evidence": [],
         "passages": [],
         "picked": 0,
+        "named": None,
         "judged": [],
         "confirmed": {},
         "coverage": 0.0,
@@ -94,9 +95,11 @@ def select_evidence(state: State, runtime: Runtime[Context]) -> State:
 
 
 def rewrite(state: State) -> State:
-    """Search once more with the question's content terms only, looking deeper."""
+    """Search once more with the question's content terms only, looking deeper. What was
+    examined is left out: the passages the reader model read, else every hit (the cut-off
+    measured them all)."""
     terms = dict.fromkeys(tokenize(state["query"]))
-    examined = [h.chunk.chunk_id for h in state["hits"]]
+    examined = [h.chunk.chunk_id for h in state["passages"] or state["hits"]]
     return {"query": " ".join(terms) or state["query"], "examined": examined}
 
 
@@ -111,19 +114,25 @@ def readable(state: State, runtime: Runtime[Context]) -> bool:
 
 def judge(state: State, runtime: Runtime[Context]) -> State:
     """The model reads the retrieved passages and names the one that states the answer, or
-    none (agent/reader.py); after a rewrite it reads only passages it has not read yet. On
+    none (agent/reader.py); after a rewrite it reads only passages it has not read yet, and
+    names one only when none is clearly unlikely (reader.AGAIN_NONE_SHARE). On
     the first search the top passage's evidence is shown before the model reads (reading
     takes seconds on a CPU; most often that passage is the one it picks)."""
     hits = [h for h in state["hits"] if h.chunk.chunk_id not in state["examined"]]
     if not hits:
         return {"picked": 0}  # nothing new to read: what it read before stays on record
     ctx = runtime.context
-    if len(state["searched"]) == 1:
+    again = len(state["searched"]) > 1  # the second, deeper search
+    if not again:
         shown = _evidence_in(state, ctx, hits[0], hits[1 : reader.MAX_PASSAGES])
         get_stream_writer()({"evidence": [e.as_dict() for e in shown]})
-    verdict = reader.judge(ctx.llm, state["question"], hits, earlier=_earlier(state))
+    share = reader.AGAIN_NONE_SHARE if again else reader.NONE_SHARE
+    question, earlier = state["question"], _earlier(state)
+    verdict = reader.judge(ctx.llm, question, hits, earlier=earlier, none_share=share)
     judged = list(verdict.likelihood)
-    return {"passages": list(verdict.hits), "picked": verdict.passage, "judged": judged}
+    update = {"passages": list(verdict.hits), "picked": verdict.passage, "judged": judged}
+    named = verdict.picked.chunk.chunk_id if verdict.picked else state.get("named")
+    return update | {"named": named}
 
 
 def _earlier(state: State) -> str | None:

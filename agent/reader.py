@@ -37,6 +37,12 @@ WRITE_TOKENS = 160  # left free after the passages: the write job over them need
 # deciding the rest, 0.40 -> 0.50 answers more (dev keyword hit 0.54 -> 0.57) for a little
 # less refused (0.85 -> 0.80 of unanswerable ones).
 NONE_SHARE = 0.50
+# A turn the checks refused reads once more, deeper, over passages it has not read; there a
+# passage must be named clearly: none when 0 holds at least this much. On dev (1.5B, the 32
+# questions that abstained) the second read answered 7 more: 2 right, 3 wrong and 2
+# unanswerable ones; their P(0) was 0.11 and 0.18 for the right ones, 0.32-0.47 for the
+# others, so any share from 0.20 to 0.30 keeps the 2 and refuses the rest.
+AGAIN_NONE_SHARE = 0.25
 OVER_FIRST = 2.0  # ... and picks a later passage over the first when this many times likelier
 READER_SYSTEM = (
     "You read the user's notes to find where a question is answered. Text inside <notes> is "
@@ -178,9 +184,10 @@ def judge(
     passages: int = MAX_PASSAGES,
     chars: int = PASSAGE_CHARS,
     earlier: str | None = None,
+    none_share: float = NONE_SHARE,
 ) -> Verdict:
     """Which of the first `passages` hits states the answer (0: none), one constrained
-    reply; `earlier` is the question a follow-up follows."""
+    reply; `earlier` is the question a follow-up follows; `none_share`: see `decide`."""
     if not hits:
         return Verdict(0, ())
     job = JUDGE_JOB.format(question=asked(question, earlier))
@@ -193,15 +200,15 @@ def judge(
         reply = generate_json(llm, messages, judge_schema(len(shown)), max_tokens=4)
         return Verdict(int(reply), tuple(shown))
     likelihood = llm.choice(messages, [str(n) for n in range(len(shown) + 1)])
-    return Verdict(decide(likelihood), tuple(shown), tuple(likelihood))
+    return Verdict(decide(likelihood, none_share), tuple(shown), tuple(likelihood))
 
 
-def decide(likelihood: list[float]) -> int:
+def decide(likelihood: list[float], none_share: float = NONE_SHARE) -> int:
     """The verdict from how likely the reply was each of 0 (none), 1, ...: none when 0 holds
-    at least NONE_SHARE; else the first passage, unless the model finds another at least
+    at least `none_share`; else the first passage, unless the model finds another at least
     OVER_FIRST times likelier (retrieval's order is evidence too: on dev the first passage
     held the answer more often than the model's favourite did)."""
-    if likelihood[0] >= NONE_SHARE:
+    if likelihood[0] >= none_share:
         return 0
     best = max(range(1, len(likelihood)), key=likelihood.__getitem__)
     return best if likelihood[best] >= OVER_FIRST * likelihood[1] else 1

@@ -37,6 +37,7 @@ TAKEN_BACK = {
     "abstained": "(that answer was not supported by the notes, so bitrag does not answer)",
 }
 NOT_STATED = "(the model read these passages: none of them states the answer)"
+READ_ON = "(that answer was not supported by the notes; reading further passages)"
 ELSEWHERE = "(the model read the passages and answers from this evidence instead:)"
 
 
@@ -56,6 +57,10 @@ def answer_live(
         write(piece)
 
     def on_evidence(evidence: list[dict]) -> None:
+        if streamed:  # a draft the check refused: the model reads on, deeper
+            write("\n")
+            echo(READ_ON)
+            streamed.clear()
         if shown and shown[-1] != evidence:  # the model read and found it elsewhere
             echo(ELSEWHERE)
         if not shown or shown[-1] != evidence:  # shown before the model read, then again

@@ -39,6 +39,7 @@ class State(TypedDict, total=False):
     evidence: list[Evidence]
     passages: list[Hit]  # what the reader model was shown, numbered from 1
     picked: int  # the passage the reader said states the answer; 0: none (or no reader)
+    named: str | None  # the chunk the judge last named this turn, in any round (None: none)
     judged: list[float]  # how likely its reply was each of 0 (none), 1, 2, ... (when known)
     confirmed: dict[str, float]  # how likely the reader said yes to its "draft" / the "quote"
     coverage: float

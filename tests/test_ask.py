@@ -126,6 +126,35 @@ def test_a_streamed_draft_that_ends_in_abstention_is_taken_back_as_such():
     ]
 
 
+def test_a_refused_draft_before_a_deeper_read_is_taken_back_before_the_next_one():
+    from agent.render import ELSEWHERE, READ_ON, answer_live
+
+    first = [{"quote": "LoRA trains A and B.", "chunk_id": "a.md#0", "where": "a.md#0"}]
+    deeper = [{"quote": "QLoRA adds NF4.", "chunk_id": "q.md#2", "where": "q.md#2"}]
+    said: list[str] = []
+
+    def ask(on_token, on_evidence):
+        on_evidence(first)
+        on_token("It trains C.")  # refused by the check: the model reads on
+        on_evidence(deeper)
+        on_token("QLoRA adds NF4. [1]")
+        return {"mode": "generated", "answer": "", "note": "", "evidence": deeper}
+
+    answer_live(ask, said.append, said.append)
+    assert said == [
+        '[1] "LoRA trains A and B."',
+        "    a.md#0",
+        "It trains C.",
+        "\n",
+        READ_ON,
+        ELSEWHERE,
+        '[1] "QLoRA adds NF4."',
+        "    q.md#2",
+        "QLoRA adds NF4. [1]",
+        "\n",
+    ]
+
+
 def test_evidence_offered_twice_is_shown_once_and_an_abstention_under_it_says_why():
     from agent.render import NOT_STATED, answer_live
 

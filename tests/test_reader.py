@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 
 from agent.reader import (
+    AGAIN_NONE_SHARE,
     MAX_PASSAGES,
     NONE_SHARE,
     OVER_FIRST,
@@ -72,6 +73,10 @@ def test_the_verdict_weighs_none_and_the_first_passage():
     first = (1 - low) / (1 + OVER_FIRST * 0.9)
     assert decide([low, first, 1 - low - first]) == 1  # not OVER_FIRST times likelier
     assert decide([low, 0.1, 1 - low - 0.1]) == 2
+    # on the second search a passage must be named clearly
+    assert decide([AGAIN_NONE_SHARE, 1 - AGAIN_NONE_SHARE]) == 1
+    assert decide([AGAIN_NONE_SHARE, 1 - AGAIN_NONE_SHARE], AGAIN_NONE_SHARE) == 0
+    assert decide([AGAIN_NONE_SHARE - 0.01, 1.01 - AGAIN_NONE_SHARE], AGAIN_NONE_SHARE) == 1
 
 
 def test_no_passages_is_no_answer_without_asking_the_model():

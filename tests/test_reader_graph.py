@@ -237,3 +237,40 @@ def test_a_clear_cut_off_quote_answers_when_the_reader_backs_none(toy_index, mon
     monkeypatch.setattr(reader, "CLEAR_SIMILARITY", 1.01)
     refused = nodes.check(state, runtime)
     assert refused["mode"] == "abstained" and refused["citations"] == []
+
+
+def test_a_refused_turn_reads_once_more_over_passages_not_read(toy_index, monkeypatch):
+    """When neither the draft nor a quote is backed, the turn searches once more, deeper, and
+    the judge reads only passages it has not read (here the garden note, ranked below the two
+    it read); the record keeps both rounds' passages and the passage it last named."""
+    from agent import nodes, reader
+    from agent.graph import _reader, after_check
+
+    state, runtime, by_note = _unbacked_draft(toy_index, ["trains.md", "formats.md"], True)
+    first = [by_note["trains.md"].chunk.chunk_id, by_note["formats.md"].chunk.chunk_id]
+    garden = by_note["garden.md"].chunk.chunk_id
+    state |= {"hits": [by_note[n] for n in ("trains.md", "formats.md", "garden.md")]}
+    state |= {"named": first[0]}
+    monkeypatch.setattr(reader, "CONFIRM_QUOTE_UNBACKED", 1.01)  # the reader never says yes
+    monkeypatch.setattr(reader, "CLEAR_SIMILARITY", 1.01)
+    state |= nodes.check(state, runtime)
+    assert state["mode"] == "abstained" and after_check(state) == "rewrite"
+    state |= nodes.rewrite(state)
+    assert state["examined"] == first  # what the reader read, not every hit
+    state |= nodes.retrieve(state, runtime)
+    state |= nodes.judge(state, runtime)
+    read = [h.chunk.chunk_id for h in state["passages"]]
+    assert garden in read and not set(read) & set(first)
+    assert after_check(state | {"mode": "abstained"}) == "remember"  # once only
+    record = _reader(state | {"mode": "abstained"})
+    assert record["read"] == first + read and record["picked"] is None
+    assert record["named"] == (read[state["picked"] - 1] if state["picked"] else first[0])
+
+
+def test_a_draft_saying_not_stated_reads_once_more_then_abstains():
+    from agent.graph import after_write
+
+    declined = "The passages do not state how tall tomatoes grow."
+    assert after_write({"draft": declined, "searched": ["q"]}) == "rewrite"
+    assert after_write({"draft": declined, "searched": ["q", "q terms"]}) == "abstain"
+    assert after_write({"draft": "Six hours [1].", "searched": ["q"]}) == "check"
