@@ -16,7 +16,11 @@ from agent.evidence import NUMBER, QUESTION_WORDS, sentences
 from retrieval.tokenize import language, tokenize
 
 MARKER = re.compile(r"\[(\d+)\]")
-_PIECE = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+")
+# A number with the scale written against it is one piece: "7B" (a model's size) is not the
+# 7 of "7 layers", and "175 billion" is written "175B".
+_PIECE = re.compile(r"\d+(?:[.,]\d+)*(?:[BMKTb](?![A-Za-z]))?|[^\W\d_]+")
+_SCALED = re.compile(NUMBER.pattern + "[BMKT]?")
+SCALES = {"thousand": "K", "million": "M", "billion": "B", "trillion": "T"}
 NEAR = 3  # pieces on each side of a number in the answer that say what it counts
 EVIDENCE_NEAR = 5  # ... and in the evidence, which states it at more length
 SUBJECT_NEAR = 3  # pieces from a number within which the question term it counts stands
@@ -41,8 +45,20 @@ def roots(text: str) -> set[str]:
     return {root(t) for t in tokenize(text)}
 
 
+def _is_number(piece: str) -> bool:
+    return bool(_SCALED.fullmatch(piece))
+
+
 def _pieces(text: str) -> list[str]:
-    return [p.replace(",", "") for p in _PIECE.findall(MARKER.sub(" ", text))]
+    """The numbers and words of `text`, a scale word joined to the number before it."""
+    found: list[str] = []
+    for piece in _PIECE.findall(MARKER.sub(" ", text)):
+        piece = piece.replace(",", "")
+        if piece.lower() in SCALES and found and NUMBER.fullmatch(found[-1]):
+            found[-1] += SCALES[piece.lower()]
+        else:
+            found.append(piece[:-1] + "B" if piece[-1] == "b" and piece[0].isdigit() else piece)
+    return found
 
 
 def _number_contexts(text: str, near: int = NEAR) -> list[tuple[str, set[str]]]:
@@ -50,7 +66,7 @@ def _number_contexts(text: str, near: int = NEAR) -> list[tuple[str, set[str]]]:
     pieces = _pieces(text)
     found = []
     for i, piece in enumerate(pieces):
-        if NUMBER.fullmatch(piece):
+        if _is_number(piece):
             window = " ".join(pieces[max(0, i - near) : i + near + 1])
             found.append((piece, {t for t in tokenize(window) if not NUMBER.fullmatch(t)}))
     return found
@@ -80,7 +96,7 @@ def _row_subjects(text: str, subjects: set[str]) -> list[tuple[str, set[str]]] |
     for cell in cells:
         header, value = cell.split(": ", 1)
         named = {root(t) for t in tokenize(header)} & subjects | key  # the row is about its key
-        found += [(n, named) for n in _pieces(value) if NUMBER.fullmatch(n)]
+        found += [(n, named) for n in _pieces(value) if _is_number(n)]
     return found
 
 
@@ -101,7 +117,7 @@ def _row_states(number: str, sentence: str, text: str, subjects: set[str]) -> bo
     said = _clause_terms(sentence, number) & subjects
     for cell in cells:
         header, value = cell.split(": ", 1)
-        numbers = [p for p in _pieces(value) if NUMBER.fullmatch(p)]
+        numbers = [p for p in _pieces(value) if _is_number(p)]
         if number in numbers and {root(t) for t in tokenize(header)} & said:
             return True
     return False
@@ -119,7 +135,7 @@ def _prose_subjects(text: str, subjects: set[str]) -> list[tuple[str, set[str]]]
     return [
         (p, set() if next(glued) else _subjects(pieces, i, subjects))
         for i, p in enumerate(pieces)
-        if NUMBER.fullmatch(p)
+        if _is_number(p)
     ]
 
 
@@ -130,7 +146,7 @@ def _glued(text: str) -> list[bool]:
     return [
         m.start() > 0 and (plain[m.start() - 1].isalpha() or plain[m.start() - 1] == "@")
         for m in _PIECE.finditer(plain)
-        if NUMBER.fullmatch(m.group(0).replace(",", ""))
+        if _is_number(m.group(0).replace(",", "").upper())
     ]
 
 
@@ -172,7 +188,7 @@ def _anchors(text: str) -> set[str]:
 
 
 def _numbers(text: str) -> set[str]:
-    return {p for p in _pieces(text) if NUMBER.fullmatch(p)}
+    return {p for p in _pieces(text) if _is_number(p)}
 
 
 def _across(number: str, sentence: str, text: str) -> bool:

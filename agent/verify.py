@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.evidence import TermWeights, sentences
+from agent.evidence import NUMBER, TermWeights, sentences
 from agent.numbers import MARKER, root, roots, unbound
 from agent.wording import common_words, written_in
 from retrieval.tokenize import tokenize
@@ -94,7 +94,8 @@ def verify(
         return fail(f"cites [{', '.join(bad_markers)}], which was not given")
     if reason := unsupported(text, question, evidence, weights, context, headings):
         return fail(reason)
-    if not {root(t) for t in new_terms} & support_terms:
+    stated = {t for t in new_terms if NUMBER.fullmatch(t)}  # `unsupported` found them stated
+    if not stated and not {root(t) for t in new_terms} & support_terms:
         return fail("adds nothing that the evidence says")
     return Verdict(True, "supported", text, _supporting(cited, new_terms, evidence))
 
@@ -128,6 +129,7 @@ def unsupported(
         t
         for t in _new_terms(text, question)
         if root(t) not in support_terms
+        and not NUMBER.fullmatch(t)  # `unbound` has found it stated ("175 billion" as "175B")
         and not written_in(t, backing)
         and not (read and t in common_words())  # a reader's draft: its confirm judges those
         and (not weights.known(t) or weights.weight(t) >= RARE_WEIGHT)

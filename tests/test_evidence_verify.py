@@ -260,10 +260,27 @@ def test_a_number_the_reader_read_about_another_thing_does_not_back_its_answer()
     question = "How many parameters does the BGE-M3 embedding model have?"
     wrong = "The BGE-M3 embedding model has 22.7 million parameters."
     verdict = verify(wrong, question, [bge], weights, (minilm, bge))
-    assert not verdict.ok and verdict.reason.endswith(": 22.7")
+    assert not verdict.ok and verdict.reason.endswith(": 22.7M")  # "22.7 million", scale joined
     asked = "How many parameters does all-MiniLM-L6-v2 have?"
     right = "all-MiniLM-L6-v2 has 22.7 million parameters."
     assert verify(right, asked, [bge], weights, (minilm, bge)).ok
+
+
+def test_a_model_size_is_not_a_count_and_a_scale_word_is_its_letter():
+    """ "7B" is the size of a model, never the 7 of "7 layers", even beside "층" in a passage
+    the reader read or in the question's own name (Mixtral 8x7B); "175 billion" is "175B"."""
+    size = "Mistral 7B 모델은 트랜스포머 층을 32개 쌓고, 7B 모델의 층마다 GQA를 쓴다."
+    weights = _weights(size, KOREAN, PROSE, TABLE)
+    question = "Mixtral 8x7B 모델은 트랜스포머 층이 몇 개인가?"
+    wrong = "Mixtral 8x7B 모델의 트랜스포머 층은 7개입니다."
+    verdict = verify(wrong, question, [size], weights, (size,))
+    assert not verdict.ok and verdict.reason.endswith(": 7")
+    gpt = "GPT-3 has 175B parameters in 96 layers."
+    weights = _weights(gpt, PROSE, TABLE)
+    asked = "How many parameters does GPT-3 have?"
+    assert verify("GPT-3 has 175 billion parameters.", asked, [gpt], weights, (gpt,)).ok
+    verdict = verify("GPT-3 has 175 parameters.", asked, [gpt], weights, (gpt,))
+    assert not verdict.ok and verdict.reason.endswith(": 175")
 
 
 def test_a_table_row_that_names_the_asked_thing_backs_a_korean_answer():
@@ -322,7 +339,7 @@ def test_a_number_is_bound_to_the_names_of_its_own_clause():
     minilm = "all-MiniLM-L6-v2 has 22.7 million parameters."
     asked = "How many parameters does BGE-M3 have?"
     verdict = verify("For BGE-M3, the count is 22.7 million.", asked, [bge], weights, (bge, minilm))
-    assert not verdict.ok and verdict.reason.endswith(": 22.7")
+    assert not verdict.ok and verdict.reason.endswith(": 22.7M")
 
 
 def test_a_korean_term_written_in_the_evidence_backs_the_answer_however_kiwi_splits_it():
