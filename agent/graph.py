@@ -52,18 +52,19 @@ def after_retrieve(state: State, runtime: Runtime[Context]) -> Literal["judge", 
     return "judge" if judged else "select_evidence"
 
 
-def after_judge(state: State) -> Judged:
-    if state["picked"]:
-        return "pick"
+def _once_more(state: State) -> Literal["rewrite", "abstain"]:
+    """A reader turn that found nothing searches once more, deeper, then abstains."""
     return "rewrite" if len(state["searched"]) < 2 else "abstain"
+
+
+def after_judge(state: State) -> Judged:
+    return "pick" if state["picked"] else _once_more(state)
 
 
 def after_write(state: State) -> Literal["check", "rewrite", "abstain"]:
     """A draft that says the notes do not state the answer is taken at its word: the
     search is rewritten once (deeper, over passages not read yet), then the turn abstains."""
-    if not reader.declined(state["draft"]):
-        return "check"
-    return "rewrite" if len(state["searched"]) < 2 else "abstain"
+    return _once_more(state) if reader.declined(state["draft"]) else "check"
 
 
 def after_check(state: State) -> Literal["rewrite", "remember"]:

@@ -103,19 +103,32 @@ def test_a_source_outside_the_indexed_root_is_shown_under_home(tmp_path, monkeyp
     assert where("/srv/x.md#0", "/srv/x.md", Path("/")) == "/srv/x.md#0"
 
 
-def test_a_streamed_draft_that_ends_in_abstention_is_taken_back_as_such():
+def _passage(quote: str, where: str) -> dict[str, str]:
+    return {"quote": quote, "chunk_id": where, "where": where}
+
+
+def _shown(steps: list[list[dict[str, str]] | str], result: dict) -> list[str]:
+    """What `answer_live` prints for a turn that offers evidence (a list) and streams
+    tokens (a string) in the order of `steps`, then ends with `result`."""
     from agent.render import answer_live
 
-    evidence = [{"quote": "LoRA trains A and B.", "chunk_id": "a.md#0", "where": "a.md#0"}]
     said: list[str] = []
 
     def ask(on_token, on_evidence):
-        on_evidence(evidence)
-        on_token("It trains C.")
-        answer = "The notes do not answer this."
-        return {"mode": "abstained", "answer": answer, "note": "", "evidence": []}
+        for step in steps:
+            (on_token if isinstance(step, str) else on_evidence)(step)
+        return result
 
     answer_live(ask, said.append, said.append)
+    return said
+
+
+ABSTAINED = {"mode": "abstained", "answer": "The notes do not answer this.", "note": ""}
+
+
+def test_a_streamed_draft_that_ends_in_abstention_is_taken_back_as_such():
+    evidence = [_passage("LoRA trains A and B.", "a.md#0")]
+    said = _shown([evidence, "It trains C."], {**ABSTAINED, "evidence": []})
     assert said == [
         '[1] "LoRA trains A and B."',
         "    a.md#0",
@@ -127,20 +140,13 @@ def test_a_streamed_draft_that_ends_in_abstention_is_taken_back_as_such():
 
 
 def test_a_refused_draft_before_a_deeper_read_is_taken_back_before_the_next_one():
-    from agent.render import ELSEWHERE, READ_ON, answer_live
+    from agent.render import ELSEWHERE, READ_ON
 
-    first = [{"quote": "LoRA trains A and B.", "chunk_id": "a.md#0", "where": "a.md#0"}]
-    deeper = [{"quote": "QLoRA adds NF4.", "chunk_id": "q.md#2", "where": "q.md#2"}]
-    said: list[str] = []
-
-    def ask(on_token, on_evidence):
-        on_evidence(first)
-        on_token("It trains C.")  # refused by the check: the model reads on
-        on_evidence(deeper)
-        on_token("QLoRA adds NF4. [1]")
-        return {"mode": "generated", "answer": "", "note": "", "evidence": deeper}
-
-    answer_live(ask, said.append, said.append)
+    first = [_passage("LoRA trains A and B.", "a.md#0")]
+    deeper = [_passage("QLoRA adds NF4.", "q.md#2")]
+    # the check refuses "It trains C.": the model reads on
+    steps = [first, "It trains C.", deeper, "QLoRA adds NF4. [1]"]
+    said = _shown(steps, {"mode": "generated", "answer": "", "note": "", "evidence": deeper})
     assert said == [
         '[1] "LoRA trains A and B."',
         "    a.md#0",
@@ -156,36 +162,22 @@ def test_a_refused_draft_before_a_deeper_read_is_taken_back_before_the_next_one(
 
 
 def test_evidence_offered_twice_is_shown_once_and_an_abstention_under_it_says_why():
-    from agent.render import NOT_STATED, answer_live
+    from agent.render import NOT_STATED
 
-    evidence = [{"quote": "Trains leave at 22:10.", "chunk_id": "t.md#0", "where": "t.md#0"}]
-    said: list[str] = []
-
-    def ask(on_token, on_evidence):
-        on_evidence(evidence)  # before the model reads
-        on_evidence(evidence)  # and again as it would write from it
-        answer = "The notes do not answer this."
-        return {"mode": "abstained", "answer": answer, "note": "", "evidence": []}
-
-    answer_live(ask, said.append, said.append)
+    evidence = [_passage("Trains leave at 22:10.", "t.md#0")]
+    # offered before the model reads, and again as it would write from it
+    said = _shown([evidence, evidence], {**ABSTAINED, "evidence": []})
     assert said[:3] == ['[1] "Trains leave at 22:10."', "    t.md#0", NOT_STATED]
     assert said[3:] == ["The notes do not answer this."]
 
 
 def test_evidence_the_model_replaces_after_reading_is_shown_under_a_line_saying_so():
-    from agent.render import ELSEWHERE, answer_live
+    from agent.render import ELSEWHERE
 
-    first = [{"quote": "Trains leave at 22:10.", "chunk_id": "t.md#0", "where": "t.md#0"}]
-    picked = [{"quote": "Buses leave at 23:05.", "chunk_id": "b.md#0", "where": "b.md#0"}]
-    said: list[str] = []
-
-    def ask(on_token, on_evidence):
-        on_evidence(first)  # before the model reads
-        on_evidence(picked)  # it picked another passage
-        on_token("Buses leave at 23:05. [1]")
-        return {"mode": "generated", "answer": "", "note": "", "evidence": picked}
-
-    answer_live(ask, said.append, said.append)
+    first = [_passage("Trains leave at 22:10.", "t.md#0")]
+    picked = [_passage("Buses leave at 23:05.", "b.md#0")]  # it picked another passage
+    steps = [first, picked, "Buses leave at 23:05. [1]"]
+    said = _shown(steps, {"mode": "generated", "answer": "", "note": "", "evidence": picked})
     assert said == [
         '[1] "Trains leave at 22:10."',
         "    t.md#0",
