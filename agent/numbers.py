@@ -174,11 +174,26 @@ def _bound(
     return False
 
 
+def _counted(text: str) -> list[set[str]]:
+    """For each number of `text`, the terms of the noun it is written before with the
+    counter 개 ("층 하나에 7개 모듈": 모듈, not 층); empty when none."""
+    pieces = _pieces(text)
+    found = []
+    for i, piece in enumerate(pieces):
+        if _is_number(piece):
+            after = pieces[i + 1 : i + 3]
+            counted = len(after) == 2 and after[0] == "개" and not after[1].isascii()
+            found.append(set(tokenize(after[1])) if counted else set())
+    return found
+
+
 def _placed(number: str, near: set[str], text: str) -> bool:
-    """Whether `text` states `number` next to one of the terms in `near` (any, when empty)."""
+    """Whether `text` states `number` next to one of the terms in `near` (any, when empty),
+    and, when it writes the number before a noun it counts, that noun is one of them."""
+    contexts = _number_contexts(text, EVIDENCE_NEAR)
     return any(
-        other == number and (not near or near & around)
-        for other, around in _number_contexts(text, EVIDENCE_NEAR)
+        other == number and (not near or near & around) and (not noun or noun & near)
+        for (other, around), noun in zip(contexts, _counted(text), strict=True)
     )
 
 

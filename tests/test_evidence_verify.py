@@ -283,6 +283,19 @@ def test_a_model_size_is_not_a_count_and_a_scale_word_is_its_letter():
     assert not verdict.ok and verdict.reason.endswith(": 175")
 
 
+def test_a_number_written_before_the_noun_it_counts_counts_that_noun():
+    """ "층 하나에 7개 모듈" counts modules, not layers, though 층 stands beside the 7."""
+    modules = "LoRA를 층 하나에 7개 모듈 모두에 붙이면 학습할 파라미터가 늘어난다."
+    weights = _weights(modules, KOREAN, PROSE, TABLE)
+    question = "이 모델은 트랜스포머 층이 몇 개인가?"
+    wrong = "이 모델의 트랜스포머 층은 7개입니다."
+    verdict = verify(wrong, question, [modules], weights, (modules,))
+    assert not verdict.ok and verdict.reason.endswith(": 7")
+    asked = "LoRA를 층 하나에 몇 개 모듈에 붙일 수 있어?"
+    right = "LoRA는 층 하나에 7개 모듈에 붙일 수 있어."
+    assert verify(right, asked, [modules], weights, (modules,)).ok
+
+
 def test_a_table_row_that_names_the_asked_thing_backs_a_korean_answer():
     row = "정밀도: INT4, 파라미터당 크기: 0.5바이트, 가중치 메모리: 약 3.5GB"
     other = "정밀도: FP16, 파라미터당 크기: 2바이트, 가중치 메모리: 약 14GB"
